@@ -1,0 +1,34 @@
+"""Shared test helpers: paths and small synthetic takes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / 'shared' / 'data'
+
+
+def shared_file(relative):
+    """A file of ../shared/data, or skip the test when the shared data is absent."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(f'shared data not available: {path}')
+    return path
+
+
+def moving_take(n=600, rate_hz=60.0, noise_m=0.0005, noise_deg=0.05, seed=0, jitter_dt=False):
+    """A smooth 6-DoF move with seeded white noise: (t, truth_p, truth_q, noisy_p, noisy_q)."""
+    rng = np.random.default_rng(seed)
+    if jitter_dt:
+        t = np.cumsum(1.0 / rng.uniform(24.0, 240.0, n))
+    else:
+        t = np.arange(n) / rate_hz
+    truth_p = np.column_stack([0.5 * np.sin(0.7 * t), 0.3 * np.cos(0.4 * t), 1.5 + 0.1 * t])
+    truth_r = Rotation.from_euler('zyx', np.column_stack([0.6 * np.sin(0.5 * t), 0.2 * t,
+                                                          0.05 * np.cos(t)]))
+    truth_q = truth_r.as_quat()
+    noisy_p = truth_p + rng.normal(0.0, noise_m, truth_p.shape)
+    wobble = Rotation.from_rotvec(rng.normal(0.0, np.radians(noise_deg), (n, 3)))
+    noisy_q = (truth_r * wobble).as_quat()
+    return t, truth_p, truth_q, noisy_p, noisy_q
