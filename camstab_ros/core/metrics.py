@@ -39,14 +39,19 @@ def still_steps(t, truth_p, truth_q):
     return still[:-1] & still[1:]
 
 
-def lag_seconds(t, est_p, est_q, truth_p, truth_q):
+def lag_seconds(t, est_p, est_q, truth_p, truth_q, component='auto'):
     """The shift tau in [-0.2, 0.2] s minimising RMS |est(t) - truth(t - tau)|.
 
-    Measured on position, or on orientation when the camera travels less than 1 cm.
-    NaN when the true camera does not move (no motion to lag behind)."""
+    component 'auto' (the metric): position, or orientation when the camera travels less
+    than 1 cm; 'position' or 'orientation' force one (used when tuning each separately).
+    NaN when that part of the true camera does not move (no motion to lag behind)."""
     travel = np.sum(np.linalg.norm(np.diff(truth_p, axis=0), axis=1))
-    use_position = travel >= MIN_TRAVEL_FOR_POSITION_LAG_M
-    if not use_position and np.sum(quat.angle_between(truth_q[:-1], truth_q[1:])) < 1e-3:
+    turn = np.sum(quat.angle_between(truth_q[:-1], truth_q[1:]))
+    if component == 'auto':
+        component = 'position' if travel >= MIN_TRAVEL_FOR_POSITION_LAG_M else 'orientation'
+    use_position = component == 'position'
+    if (travel if use_position else turn) < (MIN_TRAVEL_FOR_POSITION_LAG_M if use_position
+                                             else 1e-3):
         return float('nan')
     taus = np.arange(-LAG_SEARCH_S, LAG_SEARCH_S + LAG_STEP_S / 2, LAG_STEP_S)
     inside = (t - LAG_SEARCH_S >= t[0]) & (t + LAG_SEARCH_S <= t[-1])

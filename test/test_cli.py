@@ -1,0 +1,151 @@
+"""The `camstab` command as a user runs it: real processes, real files, exit codes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from camstab_ros.io.trajectory import read_trajectory, write_trajectory
+from helpers import moving_take
+
+
+def camstab(*args, cwd=None):
+    return subprocess.run([sys.executable, '-m', 'camstab_ros.cli', *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def take(tmp_path):
+    t, tp, tq, p, q = moving_take(600, seed=3)
+    write_trajectory(tmp_path / 'noisy.tum', t, p, q)
+    write_trajectory(tmp_path / 'truth.tum', t, tp, tq)
+    return tmp_path
+
+
+@pytest.mark.parametrize('command', ['simulate', 'smooth', 'evaluate', 'bench', 'methods'])
+def test_every_subcommand_has_help(command):
+    result = camstab(command, '--help')
+    assert result.returncode == 0
+    assert f'usage: camstab {command}' in result.stdout
+
+
+@pytest.mark.parametrize('suffix', ['.tum', '.csv'])
+def test_smooth_writes_one_pose_per_input_in_the_same_format(take, suffix):
+    source = take / f'in{suffix}'
+    noisy = read_trajectory(take / 'noisy.tum')
+    write_trajectory(source, noisy.t, noisy.p, noisy.q)
+    out = take / f'out{suffix}'
+    result = camstab('smooth', '--method', 'one_euro', '--param', 'min_cutoff=2.0',
+                     source, out)
+    assert result.returncode == 0, result.stderr
+    smoothed = read_trajectory(out)
+    np.testing.assert_allclose(smoothed.t, noisy.t, atol=1e-6)
+    assert not np.allclose(smoothed.p, noisy.p)
+    if suffix == '.csv':
+        assert out.read_text().startswith('t,x,y,z,qx,qy,qz,qw\n')
+
+
+def test_smooth_keeps_one_output_per_input_across_bad_rows(take):
+    lines = (take / 'noisy.tum').read_text().splitlines()
+    data = [line for line in lines if not line.startswith('#')]
+    fields = data[10].split()
+    data[10] = ' '.join(fields[:1] + ['nan'] + fields[2:])
+    data[20] = ' '.join(data[20].split()[:4] + ['0', '0', '0', '0'])
+    data[30] = data[29]
+    (take / 'bad.tum').write_text('\n'.join(data) + '\n')
+    result = camstab('smooth', '--method', 'ema', take / 'bad.tum', take / 'out.tum')
+    assert result.returncode == 0, result.stderr
+    assert '1 pose(s) invalid (non_finite), first at pose 11' in result.stderr
+    assert '(zero_quaternion)' in result.stderr and '(stamp_not_increasing)' in result.stderr
+    out = read_trajectory(take / 'out.tum')
+    assert len(out) == len(data) and np.all(np.isfinite(out.p))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--method', 'nope'], "unknown method 'nope'"),
+    (['--param', 'min_cutoff=-3'], "'min_cutoff': -3.0 is out of range; valid: 0.001 .. 1000.0"),
+    (['--param', 'gain=2'], "unknown parameter 'gain'"),
+    (['--param', 'min_cutoff'], 'expects KEY=VALUE'),
+])
+def test_bad_methods_and_parameters_exit_2_without_writing(take, args, message):
+    if '--method' not in args:
+        args = ['--method', 'one_euro'] + args
+    result = camstab('smooth', *args, take / 'noisy.tum', take / 'out.tum')
+    assert result.returncode == 2
+    assert message in result.stderr and 'Traceback' not in result.stderr
+    assert not (take / 'out.tum').exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    ('', 'no poses in file'),
+    ('0 0 0 0 0 0 0 1\n1 0 0 0 0 0 1\n', 'expected 8 columns'),
+    ('0 0 0 0 0 0 0 1\n1 0 0 zero 0 0 0 1\n', 'not a number'),
+    ('0 nan 0 0 0 0 0 1\n1 0 0 0 0 0 0 0\n', 'no valid pose'),
+])
+def test_bad_files_exit_2_with_a_clear_error_and_no_output(tmp_path, content, message):
+    (tmp_path / 'in.tum').write_text(content)
+    result = camstab('smooth', tmp_path / 'in.tum', tmp_path / 'out.tum')
+    assert result.returncode == 2
+    assert message in result.stderr and 'Traceback' not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['in.tum']
+
+
+def test_missing_input_and_unwritable_output(take):
+    result = camstab('smooth', take / 'missing.tum', take / 'out.tum')
+    assert result.returncode == 2 and 'cannot read' in result.stderr
+    result = camstab('smooth', take / 'noisy.tum', take / 'no_dir' / 'out.tum')
+    assert result.returncode == 2 and 'does not exist' in result.stderr
+
+
+def test_evaluate_prints_a_table_and_writes_json(take):
+    result = camstab('evaluate', '--truth', take / 'truth.tum', '--methods',
+                     'passthrough,one_euro,kalman', '--json', take / 'm.json',
+                     take / 'noisy.tum')
+    assert result.returncode == 0, result.stderr
+    assert 'pos_rmse_mm' in result.stdout and 'one_euro' in result.stdout
+    metrics = json.loads((take / 'm.json').read_text())
+    assert set(metrics) == {'passthrough', 'one_euro', 'kalman'}
+    for values in metrics.values():
+        assert {'pos_rmse_mm', 'jitter_mm', 'jitter_still_mm', 'lag_ms',
+                'us_per_pose'} <= set(values)
+    assert metrics['kalman']['jitter_mm'] < metrics['passthrough']['jitter_mm']
+
+
+def test_evaluate_rejects_truth_with_other_timestamps(take, tmp_path):
+    truth = read_trajectory(take / 'truth.tum')
+    write_trajectory(tmp_path / 'shifted.tum', truth.t + 0.5, truth.p, truth.q)
+    result = camstab('evaluate', '--truth', tmp_path / 'shifted.tum', '--methods', 'ema',
+                     take / 'noisy.tum')
+    assert result.returncode == 2 and 'no truth pose at' in result.stderr
+    result = camstab('evaluate', '--truth', take / 'truth.tum', '--methods', 'ema,bogus',
+                     take / 'noisy.tum')
+    assert result.returncode == 2 and "unknown method 'bogus'" in result.stderr
+
+
+def test_simulate_writes_noisy_and_truth_with_shared_stamps(tmp_path):
+    result = camstab('simulate', '--scenario', 'dolly', '--seconds', 5, '--rate', 50,
+                     '--seed', 4, '--out', tmp_path / 'take')
+    assert result.returncode == 0, result.stderr
+    noisy = read_trajectory(tmp_path / 'take' / 'noisy.tum')
+    truth = read_trajectory(tmp_path / 'take' / 'truth.tum')
+    assert len(noisy) == len(truth) == 250
+    np.testing.assert_array_equal(noisy.t, truth.t)
+    again = camstab('simulate', '--scenario', 'dolly', '--seconds', 5, '--rate', 50,
+                    '--seed', 4, '--out', tmp_path / 'again')
+    assert again.returncode == 0
+    assert (tmp_path / 'again' / 'noisy.tum').read_text() == (
+        tmp_path / 'take' / 'noisy.tum').read_text()
+    bad = camstab('simulate', '--scenario', 'moonwalk', '--out', tmp_path / 'x')
+    assert bad.returncode == 2 and 'moonwalk' in bad.stderr
+
+
+def test_bench_reports_every_method_against_passthrough(tmp_path):
+    result = camstab('bench', '--methods', 'passthrough,ema,kalman', '--json',
+                     tmp_path / 'b.json')
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / 'b.json').read_text())
+    assert figures['passthrough']['ratio'] == pytest.approx(1.0)
+    for method in ('ema', 'kalman'):
+        assert figures[method]['median_us'] > 0
+        assert figures[method]['p99_us'] >= figures[method]['median_us']
