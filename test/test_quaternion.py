@@ -58,3 +58,16 @@ def test_angle_between_is_precise_for_tiny_angles():
     b = Rotation.from_rotvec([1e-9, 0, 0]).as_quat()
     assert quat.angle_between(a, b) == pytest.approx(1e-9, rel=1e-6)
     assert quat.angle_between(a, -b) == pytest.approx(1e-9, rel=1e-6)
+
+
+def test_float_quaternion_helpers_match_the_quaternion_module():
+    rng = np.random.default_rng(7)
+    a = quat.normalize(rng.normal(size=(50, 4)))
+    b = quat.normalize(rng.normal(size=(50, 4)))
+    vectors = np.concatenate([rng.normal(size=(48, 3)), [[0.0, 0.0, 0.0], [1e-12, 0.0, 0.0]]])
+    for qa, qb, v in zip(a, b, vectors):
+        expected = quat.log_map(quat.multiply(quat.conjugate(qa), qb))
+        np.testing.assert_allclose(quat.log_relative(qa, qb), expected, rtol=0.0, atol=1e-12)
+        composed = np.array(quat.compose_exp(qa, v))
+        assert quat.angle_between(composed, quat.multiply(qa, quat.exp_map(v))) < 1e-12
+        assert abs(np.linalg.norm(composed) - 1.0) < 1e-15

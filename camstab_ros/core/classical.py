@@ -45,9 +45,15 @@ class ExponentialMovingAverage(Smoother):
             a_pos = _ema_alpha(dt, self.params['time_constant_s'])
             a_rot = _ema_alpha(dt, self.params['rot_time_constant_s'])
             self._p = self._p + a_pos * (position - self._p)
-            self._q = quat.slerp(self._q, quaternion, a_rot)
+            self._q = _slerp(self._q, quaternion, a_rot)
         self._t = t
         return Estimate(t, self._p.copy(), self._q)
+
+
+def _slerp(a, b, fraction):
+    """Single-pose slerp from a towards b with the float helpers (the per-pose path)."""
+    step = quat.log_relative(a, b)
+    return np.array(quat.compose_exp(a, [v * fraction for v in step]))
 
 
 def _ema_alpha(dt, time_constant):
@@ -101,10 +107,10 @@ class OneEuro(Smoother):
         cutoff = prm['min_cutoff'] + prm['beta'] * float(np.linalg.norm(self._dp))
         self._p = self._p + _one_euro_alpha(dt, cutoff) * (position - self._p)
 
-        rot_velocity = quat.log_map(quat.multiply(quat.conjugate(self._q), quaternion)) / dt
-        self._dw = self._dw + a_d * (rot_velocity - self._dw)
+        step = np.array(quat.log_relative(self._q, quaternion))
+        self._dw = self._dw + a_d * (step / dt - self._dw)
         rot_cutoff = prm['rot_min_cutoff'] + prm['rot_beta'] * float(np.linalg.norm(self._dw))
-        self._q = quat.slerp(self._q, quaternion, _one_euro_alpha(dt, rot_cutoff))
+        self._q = np.array(quat.compose_exp(self._q, step * _one_euro_alpha(dt, rot_cutoff)))
 
         self._t = t
         return Estimate(t, self._p.copy(), self._q)

@@ -4,6 +4,8 @@ Rotations go through scipy.spatial.transform.Rotation where it fits; hemisphere 
 and slerp between arrays of quaternion pairs are done here because Rotation has no
 per-pair slerp.
 """
+import math
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -79,3 +81,36 @@ def angle_between(a, b):
     relative = multiply(conjugate(a), b)
     # atan2 keeps full precision for the tiny angles of tracker jitter, unlike arccos.
     return 2.0 * np.arctan2(np.linalg.norm(relative[..., :3], axis=-1), np.abs(relative[..., 3]))
+
+
+# Single-pose helpers in plain floats for the per-pose hot paths: ~1 us per call here
+# against ~10-25 us through the vectorised functions above (scipy Rotation objects and
+# array stacking).
+def log_relative(a, b):
+    """Rotation vector (3 floats) of conj(a) * b for unit quaternions a, b (x, y, z, w)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    x = aw * bx - ax * bw - ay * bz + az * by
+    y = aw * by + ax * bz - ay * bw - az * bx
+    z = aw * bz - ax * by + ay * bx - az * bw
+    w = aw * bw + ax * bx + ay * by + az * bz
+    if w < 0.0:
+        x, y, z, w = -x, -y, -z, -w
+    s = math.sqrt(x * x + y * y + z * z)
+    k = 2.0 * math.atan2(s, w) / s if s > 0.0 else 2.0 / w
+    return x * k, y * k, z * k
+
+
+def compose_exp(a, v):
+    """Unit quaternion a * exp(v) (4 floats) for a unit quaternion a and rotation vector v."""
+    vx, vy, vz = v
+    angle = math.sqrt(vx * vx + vy * vy + vz * vz)
+    k = math.sin(0.5 * angle) / angle if angle > 0.0 else 0.5
+    bx, by, bz, bw = vx * k, vy * k, vz * k, math.cos(0.5 * angle)
+    ax, ay, az, aw = a
+    x = aw * bx + ax * bw + ay * bz - az * by
+    y = aw * by - ax * bz + ay * bw + az * bx
+    z = aw * bz + ax * by - ay * bx + az * bw
+    w = aw * bw - ax * bx - ay * by - az * bz
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    return x / norm, y / norm, z / norm, w / norm

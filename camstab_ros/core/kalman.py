@@ -1,0 +1,395 @@
+"""Kalman-family smoothers: `kalman` (causal), `fixed_lag` (`delay_frames` late), `rts` (offline).
+
+Model, discretised over each measurement's own interval (so 24-240 Hz and jittery stamps
+are handled exactly) with filterpy's continuous white-noise Q:
+- position: per axis [p, v] ('cv', white acceleration noise) or [p, v, a] ('ca', white
+  jerk noise) of spectral density `process_noise`;
+- orientation: the same model on a small rotation vector r in the body frame of a
+  reference quaternion (error state: q = q_ref * exp(r)). After every step r is folded
+  into q_ref and set to 0, so the filtered angle stays small and never wraps.
+The three axes of a group (position, orientation) share F, Q and H, hence one n x n
+covariance and one gain per group: states have shape (2 groups, n, 3 axes) and
+covariances (2, n, n). Estimate.covariance is diagonal: per-axis variances of position
+(m^2) and of the body-frame rotation error r (rad^2).
+
+Robustness rules, applied to each measurement in this order:
+1. The first measurement, or one after a gap longer than `dropout_timeout_s`, (re)starts
+   the filter there (a restart after a gap counts in stats.resets). A shorter gap is
+   bridged by predicting over it (stats.coasted counts intervals longer than 2.5 times the
+   recent mean interval). Timestamps must increase (ValueError otherwise).
+2. A group is out of gate when its innovation's Mahalanobis distance exceeds `gate_sigma`
+   or its distance from the prediction exceeds `reset_jump_m` / `reset_jump_deg`.
+3. Up to `gate_max_consecutive` measurements in a row with a group out of gate are
+   outliers (stats.outliers): out-of-gate groups coast on their prediction, the other
+   group updates. A spike no longer than that never reaches the output.
+4. The next measurement still out of gate is a persistent change (a re-localisation jump,
+   or motion the model did not expect, like a whip pan): each out-of-gate group restarts
+   at it, its rate taken from this and the previous measurement (stats.resets).
+fixed_lag and rts add a Rauch-Tung-Striebel backward pass to the same forward pass. It
+stops at every restart (of either group), so a take is smoothed as independent segments
+and nothing is smeared across a jump.
+"""
+import math
+from collections import deque
+
+import numpy as np
+from filterpy.common import Q_continuous_white_noise
+
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.smoother import Estimate, ParamSpec, Smoother, register, stack
+
+POS, ROT = 0, 1
+MODEL_ORDER = {'cv': 2, 'ca': 3}
+# Prior standard deviations of (rate, acceleration) when the filter (re)starts:
+# position in m/s and m/s^2, orientation in rad/s and rad/s^2.
+START_DERIVATIVE_STD = ((2.0, 20.0), (2.0, 20.0))
+# An interval longer than GAP_FACTOR times the running mean interval is a bridged gap.
+GAP_FACTOR = 2.5
+MEAN_INTERVAL_RATE = 0.05
+# Frames per batch when the offline smoother computes its gains (bounds temporary memory).
+GAIN_CHUNK = 65536
+
+KALMAN_PARAMS = {
+    'model': ParamSpec('cv', 'motion model per axis: constant velocity or constant '
+                       'acceleration', choices=('cv', 'ca')),
+    'process_noise': ParamSpec(
+        0.1, 'spectral density of the white noise driving position: acceleration (cv) '
+        'or jerk (ca); the default suits cv, ca needs far larger values',
+        'm^2/s^3 (cv), m^2/s^5 (ca)', 1e-12, 1e12),
+    'rot_process_noise': ParamSpec(
+        10.0, 'spectral density of the white noise driving orientation: angular '
+        'acceleration (cv) or jerk (ca); the default suits cv, ca needs far larger '
+        'values', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
+    'measurement_noise_m': ParamSpec(0.0005, 'tracker position noise, std per axis', 'm',
+                                     1e-7, 1.0),
+    'measurement_noise_deg': ParamSpec(0.02, 'tracker orientation noise, std per axis',
+                                       'deg', 1e-6, 10.0),
+    'gate_sigma': ParamSpec(
+        6.0, 'Mahalanobis distance of the innovation (3 degrees of freedom per group) '
+        'beyond which a measurement is an outlier', 'sigma', 1.0, 1e6),
+    'gate_max_consecutive': ParamSpec(
+        3, 'out-of-gate measurements rejected in a row as outliers; the next one '
+        'restarts the filter there', 'frames', 1, 1000),
+    'reset_jump_m': ParamSpec(
+        0.25, 'a jump from the predicted position beyond this is never smoothed: an outlier '
+        'or, when it persists, a re-localisation', 'm', 1e-4, 1e3),
+    'reset_jump_deg': ParamSpec(
+        30.0, 'a jump from the predicted orientation beyond this is never smoothed',
+        'deg', 1e-3, 180.0),
+    'dropout_timeout_s': ParamSpec(
+        0.5, 'a gap between measurements longer than this restarts the filter; shorter '
+        'gaps are bridged by prediction', 's', 0.001, 3600.0),
+}
+
+
+class PoseKalmanFilter:
+    """The 6-DoF forward filter shared by kalman, fixed_lag and rts.
+
+    After `step()`: `x` (2, n, 3) holds [value, rate(, acceleration)] of position and of
+    the orientation error (0 after folding), `P` (2, n, n) their shared per-axis
+    covariances and `q` the filtered orientation (x, y, z, w tuple). For the backward pass
+    it also keeps the step's transition `F`, predicted covariance `P_pred`, `increment`
+    (filtered minus predicted state) and `restarted` (per group: a new segment starts).
+    `F` is None after a full (re)start.
+    """
+
+    def __init__(self, params, stats):
+        self.stats = stats
+        n = self.n = MODEL_ORDER[params['model']]
+        row, col = np.indices((n, n))
+        lag = np.maximum(col - row, 0)
+        factorial = np.array([math.factorial(k) for k in range(n)], dtype=float)
+        # F(dt) = F1 * dt**lag and Q(dt) = Q(1) * dt**(2n - 1 - i - j): filterpy's matrices
+        # rescaled per step (building them afresh costs ~10 us a call).
+        self._f_coef = np.where(col >= row, 1.0 / factorial[lag], 0.0)
+        self._f_pow = lag
+        density = np.array([params['process_noise'], params['rot_process_noise']])
+        self._q_coef = Q_continuous_white_noise(n, 1.0, 1.0)[None] * density[:, None, None]
+        self._q_pow = 2 * n - 1 - row - col
+        self._r = np.array([params['measurement_noise_m'],
+                            math.radians(params['measurement_noise_deg'])]) ** 2
+        self._start_P = np.zeros((2, n, n))
+        for g in (POS, ROT):
+            derivative_var = [s * s for s in START_DERIVATIVE_STD[g][:n - 1]]
+            self._start_P[g] = np.diag([self._r[g]] + derivative_var)
+        self._gate2 = params['gate_sigma'] ** 2
+        self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
+        self._max_run = params['gate_max_consecutive']
+        self._timeout = params['dropout_timeout_s']
+        self.t = None
+
+    def transition(self, dt):
+        """State transition matrix (n, n) over dt seconds; dt may be an array (..., 1, 1)."""
+        return self._f_coef * dt ** self._f_pow
+
+    def step(self, t, position, q):
+        """Filter one measurement: t (s), position (3,), unit quaternion q (4,) in the
+        hemisphere of the previous one."""
+        if self.t is not None and not t > self.t:
+            raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
+        previous, self.t = self.t, t
+        if previous is None or t - previous > self._timeout:
+            if previous is not None:
+                self.stats.resets += 1
+            self._start(position, q)
+            return
+        dt = t - previous
+        self._count_gap(dt)
+        F = self.transition(dt)
+        x = F @ self.x
+        P_pred = F @ self.P @ F.T + self._q_coef * dt ** self._q_pow
+        q_meas = q.tolist()
+        y = np.empty((2, 3))
+        y[POS] = position - x[POS, 0]
+        y[ROT] = quat.log_relative(self.q, q_meas)
+        y[ROT] -= x[ROT, 0]
+        s = P_pred[:, 0, 0] + self._r
+        gain = P_pred[:, :, 0] / s[:, None]
+        yy_pos, yy_rot = np.einsum('ij,ij->i', y, y).tolist()
+        s_pos, s_rot = s.tolist()
+        out_pos = yy_pos > self._gate2 * s_pos or yy_pos > self._jump2[POS]
+        out_rot = yy_rot > self._gate2 * s_rot or yy_rot > self._jump2[ROT]
+        anchor_pos = anchor_rot = False
+        if out_pos or out_rot:
+            if self._run < self._max_run:
+                self._run += 1
+                self.stats.outliers += 1
+            else:
+                self._run = 0
+                self.stats.resets += 1
+                anchor_pos, anchor_rot = out_pos, out_rot
+            if out_pos:
+                gain[POS] = 0.0
+            if out_rot:
+                gain[ROT] = 0.0
+        else:
+            self._run = 0
+        increment = gain[:, :, None] * y[:, None, :]
+        x += increment
+        P = P_pred - gain[:, :, None] * P_pred[:, None, 0, :]
+        if anchor_pos:
+            self._anchor(x, P, POS, position, position - self._previous_position, dt)
+        if anchor_rot:
+            self._anchor(x, P, ROT, 0.0, quat.log_relative(self._previous_q, q_meas), dt)
+            self.q = tuple(q_meas)
+        else:
+            self.q = quat.compose_exp(self.q, x[ROT, 0].tolist())
+            x[ROT, 0] = 0.0
+        self.x, self.P = x, P
+        self._previous_position, self._previous_q = position.copy(), q_meas
+        self.F, self.P_pred, self.increment = F, P_pred, increment
+        self.restarted = (anchor_pos, anchor_rot)
+
+    def _start(self, position, q):
+        self.x = np.zeros((2, self.n, 3))
+        self.x[POS, 0] = position
+        self.P = self._start_P.copy()
+        self.q = tuple(q.tolist())
+        self._previous_position, self._previous_q = position.copy(), self.q
+        self.F = self.P_pred = self.increment = None
+        self.restarted = (True, True)
+        self._run = 0
+        self._mean_interval = None
+
+    def _anchor(self, x, P, group, value, change, dt):
+        """Restart a group at its measurement `value` with the rate `change` / dt from the
+        previous measurement (two-point start; acceleration back to its prior)."""
+        r = self._r[group]
+        x[group] = 0.0
+        x[group, 0] = value
+        x[group, 1] = np.asarray(change) / dt
+        P[group] = self._start_P[group]
+        P[group, 0, 1] = P[group, 1, 0] = r / dt
+        P[group, 1, 1] = 2.0 * r / dt ** 2
+
+    def _count_gap(self, dt):
+        if self._mean_interval is None:
+            self._mean_interval = dt
+        elif dt > GAP_FACTOR * self._mean_interval:
+            self.stats.coasted += 1
+        else:
+            self._mean_interval += MEAN_INTERVAL_RATE * (dt - self._mean_interval)
+
+
+def _covariance_6x6(P):
+    """Estimate covariance over (x, y, z, rx, ry, rz) from the group covariances P (2, n, n)."""
+    return np.diag(np.repeat(P[:, 0, 0], 3))
+
+
+def _smoother_gain(F, P_prev, P_pred):
+    """RTS gain P_prev F^T P_pred^-1 (batched over leading axes; P symmetric)."""
+    return np.linalg.solve(P_pred, F @ P_prev).swapaxes(-1, -2)
+
+
+def _rts_backward(gain, increment, P_f=None, P_pred=None):
+    """RTS backward pass over frames 0..m-1 (sequences indexed by frame).
+
+    Frame k >= 1 links back to frame k-1 through its smoother gain (zero for a group that
+    starts a new segment at k), its increment (filtered minus predicted state) and, for
+    the covariances, its predicted covariance. Returns the corrections c (m, 2, n, 3),
+    smoothed minus filtered states, and the smoothed covariances (m, 2, n, n), or None
+    when P_f and P_pred are not given.
+    The orientation charts of neighbouring frames differ by that frame's own small motion;
+    carrying corrections across them unchanged is the usual first-order error-state step.
+    """
+    m = len(gain)
+    c = np.zeros((m,) + np.shape(increment[m - 1]))
+    P_s = None
+    if P_f is not None:
+        P_s = np.empty((m,) + np.shape(P_f[m - 1]))
+        P_s[m - 1] = P_f[m - 1]
+    for k in range(m - 1, 0, -1):
+        G = gain[k]
+        np.matmul(G, increment[k] + c[k], out=c[k - 1])
+        if P_s is not None:
+            P_s[k - 1] = P_f[k - 1] + G @ (P_s[k] - P_pred[k]) @ G.swapaxes(-1, -2)
+    return c, P_s
+
+
+@register
+class Kalman(Smoother):
+    name = 'kalman'
+    description = ('constant-velocity / constant-acceleration Kalman filter with outlier '
+                   'gating, coasting through dropouts and reset on re-localisation jumps')
+    PARAMS = KALMAN_PARAMS
+
+    def _reset(self):
+        self._filter = PoseKalmanFilter(self.params, self.stats)
+
+    def _update(self, t, position, quaternion):
+        kf = self._filter
+        kf.step(t, position, quaternion)
+        return Estimate(t, kf.x[POS, 0].copy(), np.array(kf.q), _covariance_6x6(kf.P))
+
+
+class _Frame:
+    """A forward-filtered frame held for the fixed-lag backward pass."""
+
+    __slots__ = ('t', 'position', 'q', 'P', 'gain', 'increment', 'P_pred')
+
+    def __init__(self, kf, previous):
+        self.t, self.position, self.q, self.P = kf.t, kf.x[POS, 0].copy(), kf.q, kf.P
+        if kf.F is None:
+            self.gain = np.zeros_like(kf.P)
+            self.increment = np.zeros_like(kf.x)
+            self.P_pred = kf.P
+        else:
+            self.gain = _smoother_gain(kf.F, previous.P, kf.P_pred)
+            self.gain[list(kf.restarted)] = 0.0
+            self.increment, self.P_pred = kf.increment, kf.P_pred
+
+
+@register
+class FixedLagKalman(Smoother):
+    name = 'fixed_lag'
+    description = ('Kalman filter + fixed-lag RTS smoothing: each estimate uses delay_frames '
+                   'later frames and comes out that many frames late')
+    PARAMS = dict(KALMAN_PARAMS, delay_frames=ParamSpec(
+        6, 'look-ahead: later frames used to smooth each estimate, which comes out this '
+        'many frames late', 'frames', 1, 60))
+
+    @property
+    def delay_frames(self):
+        return self.params['delay_frames']
+
+    def _reset(self):
+        self._filter = PoseKalmanFilter(self.params, self.stats)
+        self._window = deque()
+
+    def _update(self, t, position, quaternion):
+        self._filter.step(t, position, quaternion)
+        self._window.append(_Frame(self._filter, self._window[-1] if self._window else None))
+        if len(self._window) <= self.delay_frames:
+            return None
+        estimate = self._smoothed(1)[0]
+        self._window.popleft()
+        return estimate
+
+    def flush(self):
+        """The held estimates, smoothed with the frames seen; the next update starts a take."""
+        estimates = self._smoothed(len(self._window)) if self._window else []
+        self.reset()
+        return estimates
+
+    def _smoothed(self, count):
+        """Smoothed Estimates of the oldest `count` held frames."""
+        frames = list(self._window)
+        c, P_s = _rts_backward([f.gain for f in frames], [f.increment for f in frames],
+                               [f.P for f in frames], [f.P_pred for f in frames])
+        return [Estimate(f.t, f.position + c[k, POS, 0],
+                         np.array(quat.compose_exp(f.q, c[k, ROT, 0].tolist())),
+                         _covariance_6x6(P_s[k]))
+                for k, f in enumerate(frames[:count])]
+
+
+@register
+class RauchTungStriebel(Smoother):
+    name = 'rts'
+    causal = False
+    description = ('offline Rauch-Tung-Striebel smoother over a whole take '
+                   '(post-production; the quality bound)')
+    PARAMS = KALMAN_PARAMS
+
+    def _reset(self):
+        self._t, self._p, self._q = [], [], []
+
+    def _update(self, t, position, quaternion):
+        if self._t and not t > self._t[-1]:
+            raise ValueError(f'timestamps must increase: {t!r} after {self._t[-1]!r}')
+        self._t.append(t)
+        self._p.append(position.copy())
+        self._q.append(quaternion)
+
+    def flush(self):
+        """Smooth the buffered take; returns its Estimates and starts a new take."""
+        if not self._t:
+            return []
+        t, p, q, P_s = self._smooth_take(np.array(self._t), np.array(self._p),
+                                         np.array(self._q), with_covariance=True)
+        self.reset()
+        return [Estimate(*row, _covariance_6x6(P)) for row, P in zip(zip(t, p, q), P_s)]
+
+    def smooth(self, t, p, q, progress=None):
+        """Batched path, equal to update() per pose then flush(); progress optionally wraps
+        the forward pass's frame iterator (e.g. a tqdm progress bar)."""
+        q = quat.make_continuous(quat.normalize(q))
+        if len(q) and self._last_q is not None and np.dot(q[0], self._last_q) < 0.0:
+            q = -q
+        t = np.concatenate([self._t, np.asarray(t, dtype=float)])
+        p = np.concatenate([np.reshape(self._p, (-1, 3)), np.asarray(p, dtype=float)])
+        q = np.concatenate([np.reshape(self._q, (-1, 4)), q])
+        if not len(t):
+            return stack([])
+        result = self._smooth_take(t, p, q, with_covariance=False, progress=progress)[:3]
+        self.reset()
+        return result
+
+    def _smooth_take(self, t, p, q, with_covariance, progress=None):
+        """Forward filter + RTS backward pass: (t, p, q, smoothed covariances or None)."""
+        kf = PoseKalmanFilter(self.params, self.stats)
+        size, n = len(t), kf.n
+        p_f, q_f = np.empty((size, 3)), np.empty((size, 4))
+        P_f = np.empty((size, 2, n, n))
+        P_pred = np.broadcast_to(np.eye(n), (size, 2, n, n)).copy()
+        increment = np.zeros((size, 2, n, 3))
+        dt = np.zeros(size)
+        restarted = np.ones((size, 2), dtype=bool)
+        rows = range(size)
+        for k in (progress(rows) if progress else rows):
+            kf.step(t[k], p[k], q[k])
+            p_f[k], q_f[k], P_f[k], restarted[k] = kf.x[POS, 0], kf.q, kf.P, kf.restarted
+            if kf.F is not None:
+                dt[k], P_pred[k], increment[k] = t[k] - t[k - 1], kf.P_pred, kf.increment
+        gain = np.zeros_like(P_f)
+        for start in range(1, size, GAIN_CHUNK):
+            stop = min(start + GAIN_CHUNK, size)
+            F = kf.transition(dt[start:stop, None, None])[:, None]
+            gain[start:stop] = _smoother_gain(F, P_f[start - 1:stop - 1], P_pred[start:stop])
+        gain[restarted] = 0.0
+        if with_covariance:
+            c, P_s = _rts_backward(gain, increment, P_f, P_pred)
+        else:
+            del P_f, P_pred  # a one-hour 240 Hz take holds ~120 MB in each
+            c, P_s = _rts_backward(gain, increment)
+        q_s = quat.multiply(q_f, quat.exp_map(c[:, ROT, 0]))
+        return t, p_f + c[:, POS, 0], q_s, P_s
