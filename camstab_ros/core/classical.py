@@ -1,5 +1,7 @@
 """Simple causal smoothers: passthrough (baseline), exponential moving average, One Euro.
 
+Defaults of `ema` and `one_euro` (but d_cutoff): training/tune_classical.py.
+
 Orientation is smoothed on the sphere with slerp; every step uses the measurement
 timestamps, so variable frame intervals are handled exactly.
 """
@@ -28,8 +30,8 @@ class ExponentialMovingAverage(Smoother):
     name = 'ema'
     description = 'exponential moving average, slerp for orientation'
     PARAMS = {
-        'time_constant_s': ParamSpec(0.0075, 'position time constant', 's', 0.0, 10.0),
-        'rot_time_constant_s': ParamSpec(0.0075, 'orientation time constant', 's', 0.0, 10.0),
+        'time_constant_s': ParamSpec(0.0245, 'position time constant', 's', 0.0, 10.0),
+        'rot_time_constant_s': ParamSpec(0.0243, 'orientation time constant', 's', 0.0, 10.0),
     }
 
     def _reset(self):
@@ -78,12 +80,13 @@ class OneEuro(Smoother):
     name = 'one_euro'
     description = 'One Euro filter (speed-adaptive cutoff), slerp for orientation'
     PARAMS = {
-        'min_cutoff': ParamSpec(1.0, 'position cutoff frequency at rest', 'Hz', 1e-3, 1000.0),
-        'beta': ParamSpec(0.1, 'position cutoff increase per unit speed', 'Hz per m/s',
+        'min_cutoff': ParamSpec(0.0393, 'position cutoff frequency at rest', 'Hz',
+                                1e-3, 1000.0),
+        'beta': ParamSpec(471.6, 'position cutoff increase per unit speed', 'Hz per m/s',
                           0.0, 1e6),
-        'rot_min_cutoff': ParamSpec(1.0, 'orientation cutoff frequency at rest', 'Hz',
+        'rot_min_cutoff': ParamSpec(1.383, 'orientation cutoff frequency at rest', 'Hz',
                                     1e-3, 1000.0),
-        'rot_beta': ParamSpec(0.1, 'orientation cutoff increase per unit angular speed',
+        'rot_beta': ParamSpec(330.5, 'orientation cutoff increase per unit angular speed',
                               'Hz per rad/s', 0.0, 1e6),
         'd_cutoff': ParamSpec(1.0, 'cutoff frequency of the speed estimate', 'Hz',
                               1e-3, 1000.0),

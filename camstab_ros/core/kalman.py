@@ -49,17 +49,19 @@ MEAN_INTERVAL_RATE = 0.05
 # Frames per batch when the offline smoother computes its gains (bounds temporary memory).
 GAIN_CHUNK = 65536
 
+# Defaults of model, process_noise and rot_process_noise: training/tune_classical.py. The
+# tuned base process noise is tiny: the adaptive process noise (maneuver_*) does the work.
 KALMAN_PARAMS = {
     'model': ParamSpec('cv', 'motion model per axis: constant velocity or constant '
                        'acceleration', choices=('cv', 'ca')),
     'process_noise': ParamSpec(
-        0.1, 'spectral density of the white noise driving position: acceleration (cv) '
-        'or jerk (ca); the default suits cv, ca needs far larger values',
+        2.512e-9, 'spectral density of the white noise driving position: acceleration (cv) '
+        'or jerk (ca); scaled up during moves by the adaptive process noise',
         'm^2/s^3 (cv), m^2/s^5 (ca)', 1e-12, 1e12),
     'rot_process_noise': ParamSpec(
-        10.0, 'spectral density of the white noise driving orientation: angular '
-        'acceleration (cv) or jerk (ca); the default suits cv, ca needs far larger '
-        'values', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
+        6.31e-6, 'spectral density of the white noise driving orientation: angular '
+        'acceleration (cv) or jerk (ca); scaled up during moves by the adaptive process '
+        'noise', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
     'measurement_noise_m': ParamSpec(0.0005, 'tracker position noise, std per axis', 'm',
                                      1e-7, 1.0),
     'measurement_noise_deg': ParamSpec(0.02, 'tracker orientation noise, std per axis',
@@ -79,6 +81,14 @@ KALMAN_PARAMS = {
     'dropout_timeout_s': ParamSpec(
         0.5, 'a gap between measurements longer than this restarts the filter; shorter '
         'gaps are bridged by prediction', 's', 0.001, 3600.0),
+    'maneuver_rate': ParamSpec(
+        0.3, 'adaptive process noise: smoothing rate of the innovation variance that '
+        'widens the filter during moves (0: fixed process noise)', '1/frame', 0.0, 1.0),
+    'maneuver_threshold': ParamSpec(
+        2.0, 'innovation variance, as a multiple of the predicted one, above which the '
+        'filter widens', 'x', 1.0, 100.0),
+    'maneuver_max_scale': ParamSpec(
+        1e9, 'largest factor the adaptive process noise may reach', 'x', 1.0, 1e12),
 }
 
 
@@ -116,6 +126,9 @@ class PoseKalmanFilter:
         self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
         self._max_run = params['gate_max_consecutive']
         self._timeout = params['dropout_timeout_s']
+        self._maneuver_rate = params['maneuver_rate']
+        self._max_scale = params['maneuver_max_scale']
+        self._threshold = params['maneuver_threshold']
         self.t = None
 
     def transition(self, dt):
@@ -137,15 +150,17 @@ class PoseKalmanFilter:
         self._count_gap(dt)
         F = self.transition(dt)
         x = F @ self.x
-        P_pred = F @ self.P @ F.T + self._q_coef * dt ** self._q_pow
+        Q = self._q_coef * dt ** self._q_pow
+        P_pred = F @ self.P @ F.T + Q
         q_meas = q.tolist()
         y = np.empty((2, 3))
         y[POS] = position - x[POS, 0]
         y[ROT] = quat.log_relative(self.q, q_meas)
         y[ROT] -= x[ROT, 0]
+        yy_pos, yy_rot = np.einsum('ij,ij->i', y, y).tolist()
+        undo = self._adapt(Q, P_pred, (yy_pos, yy_rot)) if self._maneuver_rate > 0.0 else None
         s = P_pred[:, 0, 0] + self._r
         gain = P_pred[:, :, 0] / s[:, None]
-        yy_pos, yy_rot = np.einsum('ij,ij->i', y, y).tolist()
         s_pos, s_rot = s.tolist()
         out_pos = yy_pos > self._gate2 * s_pos or yy_pos > self._jump2[POS]
         out_rot = yy_rot > self._gate2 * s_rot or yy_rot > self._jump2[ROT]
@@ -158,10 +173,11 @@ class PoseKalmanFilter:
                 self._run = 0
                 self.stats.resets += 1
                 anchor_pos, anchor_rot = out_pos, out_rot
-            if out_pos:
-                gain[POS] = 0.0
-            if out_rot:
-                gain[ROT] = 0.0
+            for group, out in ((POS, out_pos), (ROT, out_rot)):
+                if out:
+                    gain[group] = 0.0
+                    if undo is not None:
+                        self._undo_adapt(P_pred, undo, group)
         else:
             self._run = 0
         increment = gain[:, :, None] * y[:, None, :]
@@ -180,6 +196,33 @@ class PoseKalmanFilter:
         self.F, self.P_pred, self.increment = F, P_pred, increment
         self.restarted = (anchor_pos, anchor_rot)
 
+    def _adapt(self, Q, P_pred, yy):
+        """Adaptive process noise (manoeuvre detection), before gating. A running mean of
+        each group's innovation variance per axis is compared with what the model
+        predicts; whatever exceeds `maneuver_threshold` times the prediction is added to
+        this step's predicted variance (as a multiple of Q, so rate and acceleration
+        open up consistently). Each step's contribution is capped at the gate, so one
+        spike cannot widen the filter enough to pass it. Returns what `_undo_adapt`
+        needs to take the step back for a group that turns out to be an outlier."""
+        undo = []
+        for g in (POS, ROT):
+            expected = P_pred[g, 0, 0] + self._r[g]
+            observed = min(yy[g] / 3.0, self._gate2 * expected)
+            undo.append((self._activity[g], None))
+            self._activity[g] += self._maneuver_rate * (observed - self._activity[g])
+            deficit = self._activity[g] - self._threshold * expected
+            if deficit > 0.0:
+                widening = (min(1.0 + deficit / Q[g, 0, 0], self._max_scale) - 1.0) * Q[g]
+                P_pred[g] += widening
+                undo[g] = (undo[g][0], widening)
+        return undo
+
+    def _undo_adapt(self, P_pred, undo, group):
+        activity, widening = undo[group]
+        self._activity[group] = activity
+        if widening is not None:
+            P_pred[group] -= widening
+
     def _start(self, position, q):
         self.x = np.zeros((2, self.n, 3))
         self.x[POS, 0] = position
@@ -190,6 +233,7 @@ class PoseKalmanFilter:
         self.restarted = (True, True)
         self._run = 0
         self._mean_interval = None
+        self._activity = self._r.tolist()
 
     def _anchor(self, x, P, group, value, change, dt):
         """Restart a group at its measurement `value` with the rate `change` / dt from the
