@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camstab_ros import demo, ros_bench
 from camstab_ros.core import ParameterError, list_methods, make_smoother, smoother_class
 from camstab_ros.core.metrics import METRIC_NAMES, evaluate
 from camstab_ros.core.pipeline import stabilize_take
@@ -206,6 +207,9 @@ def benchmark(methods, repeats=3):
 
 
 def cmd_bench(args):
+    if args.ros:
+        from camstab_ros import ros_bench
+        return ros_bench.run(args)
     methods = args.methods or list_methods()
     figures = benchmark(methods)
     take = BENCH_SCENARIO
@@ -260,7 +264,19 @@ def build_parser():
                                    'seeded take, with the ratio to passthrough.')
     p.add_argument('--methods', type=_methods_arg, help='comma-separated (default: all)')
     p.add_argument('--json', help='also write the figures to this file')
+    p.add_argument('--ros', action='store_true',
+                   help='instead: end-to-end latency of the stabilizer node over DDS, next to '
+                        'a plain relay node (the floor DDS and rclpy impose)')
+    ros_bench.add_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('demo', help='live demo: simulator -> stabilizer over real DDS',
+                       description='Start the jitter_simulator and stabilizer executables with '
+                                   'config/params.yaml on a private ROS_DOMAIN_ID, print a '
+                                   'live line per second and a final table, write a plot and '
+                                   'an mcap rosbag of the three topics.')
+    demo.configure_parser(p)
+    p.set_defaults(func=demo.run)
 
     p = sub.add_parser('methods', help='list methods and their parameters',
                        description='List every smoothing method with its parameters, '

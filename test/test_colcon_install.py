@@ -36,8 +36,10 @@ def workspace(tmp_path_factory):
 
 
 def run_installed(ws, command, **kwargs):
-    """Run a shell command in the workspace with install/setup.bash sourced."""
-    return subprocess.Popen(['bash', '-c', f'. install/setup.bash && exec {command}'],
+    """Run a command of the install space (as `ros2 run camstab_ros ...` would) in the
+    workspace with install/setup.bash sourced."""
+    lib = ws / 'install' / 'camstab_ros' / 'lib' / 'camstab_ros'
+    return subprocess.Popen(['bash', '-c', f'. install/setup.bash && exec {lib}/{command}'],
                             cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kwargs)
 
@@ -65,8 +67,10 @@ def test_installed_camstab_runs_from_the_install_space(workspace):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert 'usage: camstab smooth' in out
-    proc = run_installed(workspace, 'python3 -c "import camstab_ros.share as s; '
-                         'print(s.share_dir())"')
+    proc = subprocess.Popen(
+        ['bash', '-c', f'. install/setup.bash && exec {sys.executable} -c '
+         '"import camstab_ros.share as s; print(s.share_dir())"'],
+        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = proc.communicate(timeout=60)
     assert str(workspace / 'install' / 'camstab_ros' / 'share' / 'camstab_ros') in out
 

@@ -1,0 +1,529 @@
+"""`camstab demo`: the live demo over real DDS, without `launch`.
+
+Starts the installed `jitter_simulator` and `stabilizer` executables as separate processes
+with config/params.yaml and the remappings of launch/demo.launch.py, on a private
+ROS_DOMAIN_ID limited to this host; records /camera/pose_truth, /camera/pose_noisy and
+/camera/pose_stabilized; prints a live line per second; then writes to the output
+directory: `table.md` and `metrics.json` (noisy and stabilised against the truth, matched
+by stamp), `demo.png` (truth, noisy, stabilised over time, with zoomed insets on the
+stillest second) and `bag/` (rosbag2, mcap, the three topics as received). Every child is
+stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from camstab_ros.core.metrics import evaluate
+from camstab_ros.io.rosbag import POSE_STAMPED, BagWriter
+from camstab_ros.share import share_dir
+
+TRUTH, NOISY, STABILIZED = '/camera/pose_truth', '/camera/pose_noisy', '/camera/pose_stabilized'
+TOPICS = (TRUTH, NOISY, STABILIZED)
+# The remappings of launch/demo.launch.py (test_launch_static checks they agree).
+SIMULATOR_REMAPS = {'pose_truth': TRUTH, 'pose_noisy': NOISY,
+                    'path_truth': '/camera/path_truth', 'path_noisy': '/camera/path_noisy'}
+STABILIZER_REMAPS = {'pose_in': NOISY, 'pose_out': STABILIZED,
+                     'pose_out_cov': '/camera/pose_stabilized_cov',
+                     'path_out': '/camera/path_stabilized'}
+# Launch-argument defaults of launch/demo.launch.py.
+DEFAULT_METHOD = 'kalman'
+DEFAULT_SCENARIO = 'dolly'
+NODES = {'jitter_simulator': 'camstab_ros.nodes.jitter_simulator',
+         'stabilizer': 'camstab_ros.nodes.stabilizer'}
+STARTUP_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+DRAIN_S = 1.0  # > dropout_timeout_s: a delayed method flushes its last frames
+STILL_WINDOW_S = 1.0
+# Private domain ids are drawn from 1..100 (0 is the default; ids above 101 can collide
+# with ephemeral ports on Linux).
+DOMAIN_RANGE = (1, 100)
+
+
+class DemoError(Exception):
+    """The demo could not run or produced no stabilised poses (exit code 1)."""
+
+
+@contextmanager
+def sigint_as_flag():
+    """Turn SIGINT (Ctrl-C) into a flag that the caller's loop polls.
+
+    A KeyboardInterrupt raised asynchronously can land inside rclpy's C code (message
+    construction during a take), which turns it into another exception; polling a flag
+    keeps the shutdown path clean. Outside the main thread signals cannot be handled and
+    the flag stays clear."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def spin_while(executor, keep_going, interrupted, timeout_sec=0.05):
+    """Spin until keep_going() is false; KeyboardInterrupt when the flag is set."""
+    while keep_going():
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        executor.spin_once(timeout_sec=timeout_sec)
+
+
+def configure_parser(parser):
+    """Add the demo's options to an argparse parser."""
+    parser.add_argument('--seconds', type=float, default=20.0,
+                        help='recording time once all three topics have data (default 20)')
+    parser.add_argument('--method', default=DEFAULT_METHOD,
+                        help=f'stabiliser method (default {DEFAULT_METHOD})')
+    parser.add_argument('--scenario', default=DEFAULT_SCENARIO,
+                        help=f'simulated camera move (default {DEFAULT_SCENARIO})')
+    parser.add_argument('--out', type=Path, default=Path('out/demo'),
+                        help='output directory (default out/demo)')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID for the demo (default: a random one in 1..100)')
+    parser.add_argument('--params-file', type=Path, default=None,
+                        help='node parameters (default: the installed config/params.yaml)')
+    return parser
+
+
+def node_command(name):
+    """The installed console script `name` (next to this Python, else on PATH); from a
+    source tree without one, `python -m` of its module."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    return [sys.executable, '-m', NODES[name]]
+
+
+def ros_arguments(params_file, overrides, remaps):
+    args = ['--ros-args', '--params-file', str(params_file)]
+    for key, value in overrides.items():
+        args += ['-p', f'{key}:={value}']
+    for source, target in remaps.items():
+        args += ['-r', f'{source}:={target}']
+    return args
+
+
+class Children:
+    """Child processes in their own sessions (a terminal's Ctrl-C reaches only us)."""
+
+    def __init__(self, env, log_dir):
+        self.env = env
+        self.log_dir = log_dir
+        self.procs = {}
+
+    def start(self, name, command):
+        log = open(self.log_dir / f'{name}.log', 'wb')
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = (proc, log)
+        return proc.pid
+
+    def failed(self):
+        """{name: exit code} of children that have exited."""
+        return {name: p.returncode for name, (p, _) in self.procs.items()
+                if p.poll() is not None}
+
+    def stop(self, name):
+        """SIGINT, wait up to STOP_GRACE_S, then SIGKILL; returns the exit code."""
+        proc, log = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        return proc.returncode
+
+    def stop_all(self):
+        return {name: self.stop(name) for name in list(self.procs)}
+
+    def log_tail(self, name, lines=10):
+        text = (self.log_dir / f'{name}.log').read_text(errors='replace').splitlines()
+        return '\n'.join(text[-lines:])
+
+
+class Recording:
+    """What the demo node received: per topic, rows (stamp ns, receive ns, p, q, raw)."""
+
+    def __init__(self):
+        self.rows = {topic: [] for topic in TOPICS}
+        self.diagnostics = {}
+
+    def add(self, topic, raw, msg, receive_ns, wall_ns):
+        stamp = msg.header.stamp
+        pose = msg.pose
+        self.rows[topic].append((
+            stamp.sec * 1_000_000_000 + stamp.nanosec, receive_ns, wall_ns,
+            (pose.position.x, pose.position.y, pose.position.z),
+            (pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w),
+            bytes(raw)))
+
+    def count(self, topic):
+        return len(self.rows[topic])
+
+    def arrays(self, topic, since=0):
+        """(stamps ns, receive ns, p (N, 3), q (N, 4)) of the rows from index `since`."""
+        rows = self.rows[topic][since:]
+        return (np.array([r[0] for r in rows], np.int64).reshape(-1),
+                np.array([r[1] for r in rows], np.int64).reshape(-1),
+                np.array([r[3] for r in rows], float).reshape(-1, 3),
+                np.array([r[4] for r in rows], float).reshape(-1, 4))
+
+
+def _start_node(recording, context):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+    from rclpy.serialization import deserialize_message
+
+    node = Node('camstab_demo', context=context)
+    qos = QoSProfile(depth=1000)
+
+    def recorder(topic):
+        def callback(raw):
+            receive_ns = time.perf_counter_ns()
+            recording.add(topic, raw, deserialize_message(raw, PoseStamped), receive_ns,
+                          time.time_ns())
+        return callback
+
+    for topic in TOPICS:
+        node.create_subscription(PoseStamped, topic, recorder(topic), qos, raw=True)
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name.startswith('camera_stabilizer'):
+                recording.diagnostics = {kv.key: kv.value for kv in status.values}
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    return node
+
+
+def match(a_stamps, b_stamps):
+    """Indices (ia, ib) of the stamps present in both (stamps unique within each)."""
+    _, ia, ib = np.intersect1d(a_stamps, b_stamps, assume_unique=True, return_indices=True)
+    return ia, ib
+
+
+def compare(recording, since=None):
+    """Metrics of noisy and stabilised against truth, latency and drops.
+
+    since: {topic: row index} to compare only recent rows (the live line)."""
+    since = since or {}
+    truth_s, _, truth_p, truth_q = recording.arrays(TRUTH, since.get(TRUTH, 0))
+    noisy_s, noisy_r, noisy_p, noisy_q = recording.arrays(NOISY, since.get(NOISY, 0))
+    stab_s, stab_r, stab_p, stab_q = recording.arrays(STABILIZED, since.get(STABILIZED, 0))
+    result = {}
+    for name, (stamps, p, q) in (('noisy', (noisy_s, noisy_p, noisy_q)),
+                                 ('stabilized', (stab_s, stab_p, stab_q))):
+        it, ie = match(truth_s, stamps)
+        finite = np.all(np.isfinite(p[ie]), axis=1) & np.all(np.isfinite(q[ie]), axis=1)
+        it, ie = it[finite], ie[finite]
+        metrics = {}
+        if len(ie) >= 3:
+            order = np.argsort(stamps[ie])
+            it, ie = it[order], ie[order]
+            metrics = evaluate(stamps[ie] * 1e-9, p[ie], q[ie], truth_p[it], truth_q[it])
+        result[name] = {'poses': int(len(stamps)), 'matched': int(len(ie)), **metrics}
+    # Latency: pose_noisy receive -> pose_stabilized receive, same stamp.
+    inn, ist = match(noisy_s, stab_s)
+    latency_ms = (stab_r[ist] - noisy_r[inn]) * 1e-6
+    if len(latency_ms):
+        result['stabilized'].update(latency_p50_ms=float(np.percentile(latency_ms, 50)),
+                                    latency_p99_ms=float(np.percentile(latency_ms, 99)),
+                                    latency_max_ms=float(latency_ms.max()))
+    # Drops, counted once both topics of a pair have data: truth frames without their noisy
+    # pose (transport), noisy poses without their stabilised pose (transport or stabiliser).
+    for name, source, received in (('noisy', truth_s, noisy_s),
+                                   ('stabilized', noisy_s, stab_s)):
+        if len(source) and len(received):
+            expected = source[source >= max(source.min(), received.min())]
+            result[name]['dropped'] = int(len(expected) - len(match(expected, received)[0]))
+    return result
+
+
+TABLE_COLUMNS = (('pos_rmse_mm', '{:.3f}'), ('jitter_mm', '{:.3f}'), ('jitter_deg', '{:.4f}'),
+                 ('lag_ms', '{:.1f}'), ('latency_p50_ms', '{:.2f}'),
+                 ('latency_p99_ms', '{:.2f}'), ('dropped', '{:d}'))
+
+
+def format_table(result):
+    """The final table (markdown): noisy and stabilised against truth."""
+    header = '| topic | poses | ' + ' | '.join(c for c, _ in TABLE_COLUMNS) + ' |'
+    lines = [header, '|' + '---|' * (len(TABLE_COLUMNS) + 2)]
+    for name in ('noisy', 'stabilized'):
+        row = result[name]
+        cells = []
+        for column, fmt in TABLE_COLUMNS:
+            value = row.get(column)
+            cells.append('-' if value is None or value != value else fmt.format(value))
+        lines.append(f'| {name} | {row["poses"]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def live_line(elapsed, recording, since, window_s):
+    rates = {t: (recording.count(t) - since[t]) / window_s for t in TOPICS}
+    text = (f'{elapsed:5.1f} s  truth {rates[TRUTH]:5.1f} Hz  noisy {rates[NOISY]:5.1f} Hz  '
+            f'stabilised {rates[STABILIZED]:5.1f} Hz')
+    try:
+        result = compare(recording, since)
+    except ValueError:
+        return text
+    noisy, stab = result['noisy'], result['stabilized']
+    if 'jitter_mm' in noisy and 'jitter_mm' in stab:
+        text += f'  jitter {noisy["jitter_mm"]:.3f} -> {stab["jitter_mm"]:.3f} mm'
+    if 'latency_p50_ms' in stab:
+        text += f'  latency p50 {stab["latency_p50_ms"]:.2f} ms'
+    diagnostics = recording.diagnostics
+    if diagnostics:
+        text += (f'  [{diagnostics.get("method")}: {diagnostics.get("processing_us_median")} us'
+                 f'/pose, dropped {diagnostics.get("dropped_invalid")}]')
+    return text
+
+
+def write_bag(path, recording):
+    """The three topics as received, at their receive times."""
+    if (path / 'metadata.yaml').is_file():
+        shutil.rmtree(path)  # a bag of a previous demo run
+    records = sorted((row[2], topic, row[5]) for topic in TOPICS
+                     for row in recording.rows[topic])
+    with BagWriter(path, 'mcap') as bag:
+        for topic in TOPICS:
+            bag.add_topic(topic, POSE_STAMPED)
+        for wall_ns, topic, raw in records:
+            bag.write(topic, wall_ns, raw)
+        return bag.count
+
+
+def stillest_window(t, p, window_s):
+    """(start, end) of the window_s stretch where the true position moves least."""
+    if t[-1] - t[0] <= window_s:
+        return t[0], t[-1]
+    speed = np.r_[0.0, np.linalg.norm(np.diff(p, axis=0), axis=1)]
+    travelled = np.cumsum(speed)
+    ends = np.searchsorted(t, t + window_s)
+    valid = ends < len(t)
+    starts = np.flatnonzero(valid)
+    moved = travelled[ends[valid]] - travelled[starts]
+    i = starts[int(np.argmin(moved))]
+    return t[i], t[i] + window_s
+
+
+def plot(path, recording, title):
+    """Truth, noisy and stabilised x, y, z over time, each with an inset beside it zoomed
+    on the stillest second of the truth (in mm)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    series = {}
+    for topic in TOPICS:
+        stamps, _, p, _ = recording.arrays(topic)
+        order = np.argsort(stamps)
+        series[topic] = (stamps[order], p[order])
+    truth_s, truth_p = series[TRUTH]
+    t0 = min(s[0] for s, _ in series.values() if len(s))
+    seconds = {topic: (s - t0) * 1e-9 for topic, (s, _) in series.items()}
+    lo, hi = stillest_window(seconds[TRUTH], truth_p, STILL_WINDOW_S)
+    style = {TRUTH: dict(color='tab:green', lw=1.5, label='truth'),
+             NOISY: dict(color='tab:red', lw=0.6, alpha=0.6, label='noisy'),
+             STABILIZED: dict(color='tab:blue', lw=1.0, label='stabilised')}
+    fig, axes = plt.subplots(3, 1, figsize=(14, 9), sharex=True)
+    fig.subplots_adjust(left=0.07, right=0.66, top=0.94, bottom=0.07, hspace=0.15)
+    for axis, ax in enumerate(axes):
+        inset = ax.inset_axes([1.06, 0.0, 0.42, 1.0])  # beside the plot, not over the data
+        for topic in (NOISY, TRUTH, STABILIZED):
+            t, p = seconds[topic], series[topic][1][:, axis]
+            ax.plot(t, p, **style[topic])
+            inside = (t >= lo) & (t <= hi)
+            inset.plot(t[inside], p[inside] * 1e3, **style[topic])
+        inside = (seconds[TRUTH] >= lo) & (seconds[TRUTH] <= hi)
+        centre = np.median(truth_p[inside, axis]) * 1e3
+        noisy_t, noisy_p = seconds[NOISY], series[NOISY][1][:, axis]
+        spread = noisy_p[(noisy_t >= lo) & (noisy_t <= hi)] * 1e3 - centre
+        half = max(float(np.max(np.abs(spread))) if len(spread) else 1.0, 0.1) * 1.1
+        inset.set_xlim(lo, hi)
+        inset.set_ylim(centre - half, centre + half)
+        inset.set_ylabel('mm', fontsize=8)
+        inset.tick_params(labelsize=7)
+        inset.grid(alpha=0.3)
+        ax.axvspan(lo, hi, color='0.85', zorder=0)  # where the zoom is
+        ax.set_ylabel(f'{"xyz"[axis]} (m)')
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc='upper left')
+    axes[0].set_title(title)
+    axes[-1].set_xlabel('time (s)')
+    fig.text(0.82, 0.96, f'zoom: the stillest {STILL_WINDOW_S:g} s (shaded)', ha='center')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def private_env(domain_id):
+    """Environment for child nodes on domain_id, discovery limited to this host."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+
+
+@contextmanager
+def private_context(domain_id):
+    """An rclpy Context of our own on domain_id, limited to this host; rclpy installs no
+    signal handlers (see sigint_as_flag)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    saved = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # read by init
+    context = rclpy.Context()
+    try:
+        rclpy.init(context=context, domain_id=domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+    finally:
+        if saved is None:
+            del os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']
+        else:
+            os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = saved
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def choose_domain_id(requested):
+    if requested is not None:
+        if not 0 <= requested <= 232:
+            raise DemoError(f'--domain-id must be 0..232, got {requested}')
+        return requested
+    return random.SystemRandom().randint(*DOMAIN_RANGE)
+
+
+def record(args, children, context, params_file, interrupted):
+    """Start the nodes; record until args.seconds after all three topics have data."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    recording = Recording()
+    node = _start_node(recording, context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        pids = {
+            'jitter_simulator': children.start(
+                'jitter_simulator', node_command('jitter_simulator') + ros_arguments(
+                    params_file, {'scenario': args.scenario}, SIMULATOR_REMAPS)),
+            'stabilizer': children.start(
+                'stabilizer', node_command('stabilizer') + ros_arguments(
+                    params_file, {'method': args.method}, STABILIZER_REMAPS))}
+        print(f'demo: {args.method!r} on {args.scenario!r}, ROS_DOMAIN_ID '
+              f'{children.env["ROS_DOMAIN_ID"]}, {args.seconds:g} s; pids '
+              + ', '.join(f'{name} {pid}' for name, pid in pids.items()), flush=True)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+
+        def starting():
+            if children.failed():
+                raise DemoError('a node exited during start-up: ' + _failures(children))
+            if time.monotonic() > deadline:
+                missing = [t for t in TOPICS if recording.count(t) == 0]
+                raise DemoError(f'nothing received on {", ".join(missing)} within '
+                                f'{STARTUP_TIMEOUT_S:g} s')
+            return min(recording.count(t) for t in TOPICS) == 0
+
+        spin_while(executor, starting, interrupted, 0.1)
+        start = time.monotonic()
+        live = {'tick': start, 'since': {t: recording.count(t) for t in TOPICS}}
+
+        def recording_on():
+            if children.failed():
+                raise DemoError('a node exited: ' + _failures(children))
+            now = time.monotonic()
+            if now - live['tick'] >= 1.0:
+                print(live_line(now - start, recording, live['since'], now - live['tick']),
+                      flush=True)
+                live['tick'], live['since'] = now, {t: recording.count(t) for t in TOPICS}
+            return now - start < args.seconds
+
+        spin_while(executor, recording_on, interrupted)
+        # Stop the source first, then collect the stabiliser's last outputs.
+        children.stop('jitter_simulator')
+        end = time.monotonic() + DRAIN_S
+        spin_while(executor, lambda: time.monotonic() < end, interrupted)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    return recording
+
+
+def _failures(children):
+    return '; '.join(f'{name} exit {code}:\n{children.log_tail(name)}'
+                     for name, code in children.failed().items())
+
+
+def run(args):
+    """Run the demo; returns the exit code (0 ok, 1 failure, 130 interrupted)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params_file = Path(args.params_file or share_dir() / 'config' / 'params.yaml')
+    try:
+        if not params_file.is_file():
+            raise DemoError(f'parameter file {params_file} not found')
+        domain_id = choose_domain_id(args.domain_id)
+    except DemoError as exc:
+        print(f'demo failed: {exc}', file=sys.stderr)
+        return 1
+    children = Children(private_env(domain_id), out)
+    status = 0
+    try:
+        with private_context(domain_id) as context, sigint_as_flag() as interrupted:
+            try:
+                recording = record(args, children, context, params_file, interrupted)
+            finally:
+                codes = children.stop_all()
+    except KeyboardInterrupt:
+        print('demo interrupted: nodes stopped', file=sys.stderr)
+        return 130
+    except DemoError as exc:
+        print(f'demo failed: {exc}', file=sys.stderr)
+        return 1
+    bad_exits = {name: code for name, code in codes.items() if code != 0}
+    if bad_exits:
+        print('demo: nodes did not exit cleanly: ' + ', '.join(
+            f'{name} exit {code} (log: {out / (name + ".log")})'
+            for name, code in bad_exits.items()), file=sys.stderr)
+        status = 1
+    result = compare(recording)
+    result['diagnostics'] = recording.diagnostics
+    result['node_exit_codes'] = codes
+    result.update(method=args.method, scenario=args.scenario, seconds=args.seconds,
+                  domain_id=domain_id)
+    table = format_table(result)
+    print(table)
+    diagnostics = recording.diagnostics
+    if diagnostics:
+        print(f'stabiliser: {diagnostics.get("processing_us_median")} us/pose median, '
+              f'{diagnostics.get("processing_us_p99")} us p99; invalid input dropped '
+              f'{diagnostics.get("dropped_invalid")}, outliers '
+              f'{diagnostics.get("outliers_rejected")}, resets {diagnostics.get("resets")}')
+    (out / 'table.md').write_text(table + '\n')
+    (out / 'metrics.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
+    count = write_bag(out / 'bag', recording)
+    plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}')
+    print(f'wrote {out / "table.md"}, {out / "metrics.json"}, {out / "demo.png"} and '
+          f'{out / "bag"} ({count} messages)')
+    if result['stabilized']['matched'] == 0:
+        print('demo failed: no stabilised pose matched the truth', file=sys.stderr)
+        status = 1
+    return status

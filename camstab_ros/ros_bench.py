@@ -1,0 +1,233 @@
+"""`camstab bench --ros`: end-to-end latency of the stabiliser node over real DDS.
+
+A driver node publishes the noisy poses of a simulated take at `rate_hz` to two nodes in
+their own processes, at the same ticks: the installed `stabilizer` and a plain relay
+(subscription -> publish in the callback, same QoS), the floor that DDS and rclpy impose.
+Latency is publish on `pose_in` -> receive on `pose_out` in the driver (one clock), per
+message matched by stamp; drops are poses sent without a reply. Everything runs on a
+private ROS_DOMAIN_ID limited to this host.
+
+`python -m camstab_ros.ros_bench` runs the relay node.
+"""
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from camstab_ros.demo import (Children, choose_domain_id, node_command, private_context,
+                              private_env, sigint_as_flag, spin_while)
+from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp, stamp_to_ns
+
+TARGETS = ('stabilizer', 'relay')
+RELAY_NODE = 'camstab_relay'
+WARMUP_S = 1.0
+DISCOVERY_TIMEOUT_S = 30.0
+DRAIN_S = 1.0
+
+
+def add_arguments(parser):
+    """The options of the ROS benchmark (the caller adds --ros and --json)."""
+    parser.add_argument('--seconds', type=float, default=60.0,
+                        help='measured duration with --ros (default 60)')
+    parser.add_argument('--rate-hz', type=float, default=240.0,
+                        help='pose rate with --ros (default 240)')
+    parser.add_argument('--method', default='kalman',
+                        help='stabiliser method with --ros (default kalman)')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID with --ros (default: a random one in 1..100)')
+    return parser
+
+
+class BenchError(RuntimeError):
+    """The benchmark's nodes did not start or did not answer."""
+
+
+def run(args):
+    """Run the benchmark from parsed arguments, print the report; exit code."""
+    try:
+        result = ros_latency_benchmark(args.seconds, args.rate_hz, args.method,
+                                       args.domain_id)
+    except (BenchError, ValueError) as exc:
+        print(f'bench --ros failed: {exc}', file=sys.stderr)
+        return 1
+    print(format_report(result))
+    if getattr(args, 'json', None):
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+            f.write('\n')
+    return 0 if all(result[t]['received'] for t in TARGETS) else 1
+
+
+def _relay_main(args=None):
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = Node(RELAY_NODE)
+        publisher = node.create_publisher(PoseStamped, 'pose_out', 10)
+        node.create_subscription(PoseStamped, 'pose_in', publisher.publish,
+                                 qos_profile_sensor_data)
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _latency_stats(sent, received):
+    """sent {stamp: publish ns}, received {stamp: receive ns} -> figures in ms."""
+    latencies = np.array([(received[s] - sent[s]) * 1e-6 for s in received if s in sent])
+    figures = {'sent': len(sent), 'received': len(latencies),
+               'dropped': len(sent) - len(latencies)}
+    if len(latencies):
+        figures.update(p50_ms=float(np.percentile(latencies, 50)),
+                       p99_ms=float(np.percentile(latencies, 99)),
+                       max_ms=float(latencies.max()), mean_ms=float(latencies.mean()))
+    return figures
+
+
+def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_id=None):
+    """Measure stabiliser and relay latency in one run; returns a dict of figures:
+    {'stabilizer': {sent, received, dropped, p50_ms, p99_ms, max_ms, mean_ms}, 'relay':
+    {...}, 'stabilizer_diagnostics': {...}, 'seconds', 'rate_hz', 'method', 'domain_id'}."""
+    from camstab_ros.core.simulation import simulate
+
+    if not (seconds > 0 and 1.0 <= rate_hz <= 1000.0):
+        raise ValueError(f'need seconds > 0 and 1 <= rate_hz <= 1000, got {seconds}, {rate_hz}')
+    domain_id = choose_domain_id(domain_id)
+    take = simulate('handheld', seconds + WARMUP_S + 1.0, rate_hz, seed=3)
+    with tempfile.TemporaryDirectory(prefix='camstab_ros_bench_') as log_dir:
+        return _run_nodes(take, seconds, rate_hz, method, domain_id,
+                          Children(private_env(domain_id), Path(log_dir)))
+
+
+def _run_nodes(take, seconds, rate_hz, method, domain_id, children):
+    with private_context(domain_id) as context, sigint_as_flag() as interrupted:
+        try:
+            children.start('stabilizer', node_command('stabilizer') + [
+                '--ros-args', '-p', f'method:={method}', '-p', 'publish_tf:=false',
+                '-r', 'pose_in:=/bench/stabilizer/pose_in',
+                '-r', 'pose_out:=/bench/stabilizer/pose_out'])
+            children.start('relay', [
+                sys.executable, '-m', 'camstab_ros.ros_bench', '--ros-args',
+                '-r', 'pose_in:=/bench/relay/pose_in', '-r', 'pose_out:=/bench/relay/pose_out'])
+            result = _drive(context, take, seconds, rate_hz, children, interrupted)
+        finally:
+            codes = children.stop_all()
+    result.update(seconds=seconds, rate_hz=rate_hz, method=method, domain_id=domain_id,
+                  node_exit_codes=codes)
+    return result
+
+
+def _drive(context, take, seconds, rate_hz, children, interrupted):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    node = Node('camstab_bench_driver', context=context)
+    publishers = {t: node.create_publisher(PoseStamped, f'/bench/{t}/pose_in', 10)
+                  for t in TARGETS}
+    sent = {t: {} for t in TARGETS}
+    received = {t: {} for t in TARGETS}
+    diagnostics = {}
+    measuring = {'on': False}
+
+    def on_reply(target):
+        def callback(msg):
+            now = time.perf_counter_ns()
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            if stamp_ns in sent[target]:
+                received[target][stamp_ns] = now
+        return callback
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name.startswith('camera_stabilizer'):
+                diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    for target in TARGETS:
+        node.create_subscription(PoseStamped, f'/bench/{target}/pose_out', on_reply(target), 100)
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    frame = {'i': 0}
+    base_ns = time.time_ns()
+
+    def tick():
+        i = frame['i'] % len(take.t)
+        stamp_ns = base_ns + round(frame['i'] * 1e9 / rate_hz)
+        msg = make_pose_stamped(ns_to_stamp(stamp_ns), 'world', take.noisy_p[i], take.noisy_q[i])
+        order = TARGETS if frame['i'] % 2 == 0 else TARGETS[::-1]
+        for target in order:
+            publish_ns = time.perf_counter_ns()
+            publishers[target].publish(msg)
+            if measuring['on']:
+                sent[target][stamp_ns] = publish_ns
+        frame['i'] += 1
+
+    try:
+        deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+
+        def discovering():
+            failed = children.failed()
+            if failed or time.monotonic() > deadline:
+                raise BenchError('the nodes did not come up: ' + '; '.join(
+                    f'{name} (exit {failed.get(name)}): {children.log_tail(name, 3)}'
+                    for name in children.procs))
+            return not all(publishers[t].get_subscription_count() and
+                           node.count_publishers(f'/bench/{t}/pose_out') for t in TARGETS)
+
+        spin_while(executor, discovering, interrupted)
+
+        def run_for(duration_s):
+            end = time.monotonic() + duration_s
+            spin_while(executor, lambda: time.monotonic() < end, interrupted, 0.01)
+
+        timer = node.create_timer(1.0 / rate_hz, tick)
+        run_for(WARMUP_S)  # poses sent while the pipeline warms up are not counted
+        measuring['on'] = True
+        run_for(seconds)
+        measuring['on'] = False
+        node.destroy_timer(timer)
+        run_for(DRAIN_S)  # replies still in flight
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    result = {t: _latency_stats(sent[t], received[t]) for t in TARGETS}
+    result['stabilizer_diagnostics'] = dict(diagnostics)
+    return result
+
+
+def format_report(result):
+    """A table of the latency figures of both nodes."""
+    lines = [f'end-to-end latency pose_in -> pose_out over DDS, {result["rate_hz"]:g} Hz for '
+             f'{result["seconds"]:g} s (stabiliser method {result["method"]})',
+             '| node | sent | received | dropped | p50_ms | p99_ms | max_ms |',
+             '|---|---|---|---|---|---|---|']
+    for target in TARGETS:
+        r = result[target]
+        figures = ' | '.join(f'{r[k]:.3f}' if k in r else '-'
+                             for k in ('p50_ms', 'p99_ms', 'max_ms'))
+        lines.append(f'| {target} | {r["sent"]} | {r["received"]} | {r["dropped"]} | '
+                     f'{figures} |')
+    diag = result.get('stabilizer_diagnostics') or {}
+    if diag:
+        lines.append(f'stabiliser update(): median {diag.get("processing_us_median")} us, '
+                     f'p99 {diag.get("processing_us_p99")} us (its own timing)')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    sys.exit(_relay_main())
