@@ -1,0 +1,351 @@
+"""The learned smoothers `lstm` and `hybrid`: NumPy runtime against Keras, model loading
+and its failures, the correction cap, non-finite outputs, invariance, smooth() vs update()."""
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from camstab_ros.core import learned, make_smoother
+from camstab_ros.core.kalman import POS
+from camstab_ros.core.simulation import TrackerNoise, simulate
+from camstab_ros.core.smoother import ParameterError, stack
+from helpers import PROJECT
+
+METHODS = ('lstm', 'hybrid')
+
+
+def _take(scenario='dolly', seconds=8.0, rate_hz=60.0, seed=3, noise=TrackerNoise()):
+    return simulate(scenario, seconds=seconds, rate_hz=rate_hz, seed=seed, noise=noise)
+
+
+def _streamed(smoother, t, p, q):
+    return stack([smoother.update(*row) for row in zip(t, p, q)])
+
+
+def _model_copy(tmp_path, method):
+    target = tmp_path / method
+    shutil.copytree(learned.default_model_dir(method), target)
+    return target
+
+
+def _card(directory):
+    return json.loads((directory / learned.CARD_FILE).read_text())
+
+
+def _write_card(directory, card):
+    (directory / learned.CARD_FILE).write_text(json.dumps(card))
+
+
+def _kalman_stage(smoother, take):
+    """The hybrid's uncorrected Kalman estimate (its model card's configuration)."""
+    est_p, _, est_q, _, _, _ = learned.kalman_pass(
+        learned.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)
+    return est_p, est_q
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_shipped_model_loads_and_smooths(method):
+    smoother = make_smoother(method)
+    assert not smoother.fallback and smoother.model_status.startswith('ok')
+    take = _take()
+    _, p, q = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    assert p.shape == take.noisy_p.shape and np.all(np.isfinite(p))
+    assert np.allclose(np.linalg.norm(q, axis=1), 1.0)
+
+
+def test_runtime_never_imports_tensorflow():
+    code = ('import sys, numpy as np\n'
+            'from camstab_ros.core import make_smoother\n'
+            'from camstab_ros.core.simulation import simulate\n'
+            'take = simulate("pan", seconds=2.0, rate_hz=60.0, seed=1)\n'
+            'for m in ("lstm", "hybrid"):\n'
+            '    s = make_smoother(m)\n'
+            '    assert not s.fallback, s.model_status\n'
+            '    s.smooth(take.t, take.noisy_p, take.noisy_q)\n'
+            '    s.update(take.t[0], take.noisy_p[0], take.noisy_q[0])\n'
+            'bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", '
+            '"keras")]\n'
+            'assert not bad, bad\n')
+    result = subprocess.run([sys.executable, '-c', code], cwd=PROJECT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_numpy_runtime_matches_keras_within_1e4(method):
+    keras = pytest.importorskip('tf_keras')
+    sys.path.insert(0, str(PROJECT / 'training'))
+    from train import build_keras_model
+    model = learned.load_model(learned.default_model_dir(method), method)
+    arch = model.card['architecture']
+    keras_model = build_keras_model(keras, arch['input_size'], arch['lstm_units'])
+    with np.load(model.path / model.card['weights']['file']) as npz:
+        for layer in keras_model.layers:
+            if layer.name.startswith('lstm_'):
+                layer.set_weights([npz[f'{layer.name}/{n}'] for n in
+                                   ('kernel', 'recurrent_kernel', 'bias')])
+            elif layer.name == 'dense':
+                layer.set_weights([npz['dense/kernel'], npz['dense/bias']])
+    # Real features of a take with outliers and dropouts, normalised as at run time.
+    take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
+                                                            dropout_rate=0.02))
+    if method == 'hybrid':
+        stage = learned.kalman_pass(learned.kalman_params(model.card), take.t, take.noisy_p,
+                                    take.noisy_q)
+        features = learned.hybrid_features(take.noisy_p, take.noisy_q, *stage)
+    else:
+        features = learned.lstm_features(take.t, take.noisy_p, take.noisy_q)
+    x = model.normalize(features)
+    expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
+    batched = model.network.run(x[None])[0]
+    state = model.network.initial_state()
+    streamed = []
+    for row in x:
+        out, state = model.network.step(row, state)
+        streamed.append(out)
+    assert np.max(np.abs(batched - expected)) < 1e-4
+    assert np.max(np.abs(np.array(streamed) - expected)) < 1e-4
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_missing_model_falls_back_to_kalman_with_a_warning(method, tmp_path, caplog):
+    missing = tmp_path / 'nowhere'
+    with caplog.at_level(logging.WARNING):
+        smoother = make_smoother(method, model_path=str(missing))
+    assert smoother.fallback
+    assert 'fallback to kalman' in smoother.model_status
+    assert str(missing / learned.CARD_FILE) in smoother.model_status
+    assert any('running kalman instead' in r.getMessage() for r in caplog.records)
+    take = _take(seconds=3.0)
+    _, p, q = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    _, kp, kq = make_smoother('kalman').smooth(take.t, take.noisy_p, take.noisy_q)
+    assert np.array_equal(p, kp) and np.array_equal(q, kq)
+    _, sp, _ = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    assert np.array_equal(sp, kp)
+
+
+def _corrupt_json(directory):
+    (directory / learned.CARD_FILE).write_text('{"format": "camstab-model-card", ')
+    return learned.CARD_FILE, 'unreadable model card'
+
+
+def _wrong_version(directory):
+    card = _card(directory)
+    card['card_version'] = 99
+    _write_card(directory, card)
+    return learned.CARD_FILE, 'card version 99 is not supported'
+
+
+def _wrong_method(directory):
+    card = _card(directory)
+    card['method'] = 'something_else'
+    _write_card(directory, card)
+    return learned.CARD_FILE, 'is for method'
+
+
+def _checksum_mismatch(directory):
+    weights = directory / _card(directory)['weights']['file']
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return weights.name, 'checksum mismatch'
+
+
+def _missing_weights(directory):
+    (directory / _card(directory)['weights']['file']).unlink()
+    return 'weights.npz', 'cannot read weights'
+
+
+def _resave(directory, arrays):
+    card = _card(directory)
+    weights = directory / card['weights']['file']
+    np.savez(weights, **arrays)
+    card['weights']['sha256'] = learned.sha256_of(weights)
+    _write_card(directory, card)
+    return weights.name
+
+
+def _wrong_shapes(directory):
+    with np.load(directory / 'weights.npz') as npz:
+        arrays = dict(npz)
+    arrays['dense/kernel'] = arrays['dense/kernel'][:-1]
+    return _resave(directory, arrays), "'dense/kernel' has shape"
+
+
+def _non_finite_weights(directory):
+    with np.load(directory / 'weights.npz') as npz:
+        arrays = dict(npz)
+    arrays['dense/bias'][0] = np.nan
+    return _resave(directory, arrays), 'non-finite'
+
+
+def _garbage_weights_with_matching_checksum(directory):
+    card = _card(directory)
+    weights = directory / card['weights']['file']
+    weights.write_bytes(b'PK\x03\x04 this is not a zip archive')
+    card['weights']['sha256'] = learned.sha256_of(weights)
+    _write_card(directory, card)
+    return weights.name, 'corrupt weights file'
+
+
+def _pickled_weights(directory):
+    card = _card(directory)
+    weights = directory / card['weights']['file']
+    np.save(weights.with_suffix('.npy'), np.array([{'a': 1}], dtype=object))
+    weights.write_bytes(weights.with_suffix('.npy').read_bytes())
+    card['weights']['sha256'] = learned.sha256_of(weights)
+    _write_card(directory, card)
+    return weights.name, 'corrupt weights file'
+
+
+def _feature_mismatch(directory):
+    card = _card(directory)
+    card['features']['names'] = card['features']['names'][::-1]
+    _write_card(directory, card)
+    return learned.CARD_FILE, 'feature definition differs'
+
+
+CORRUPTIONS = [_corrupt_json, _wrong_version, _wrong_method, _checksum_mismatch,
+               _missing_weights, _wrong_shapes, _non_finite_weights,
+               _garbage_weights_with_matching_checksum, _pickled_weights, _feature_mismatch]
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('corrupt', CORRUPTIONS, ids=lambda f: f.__name__.strip('_'))
+def test_bad_model_gives_a_clear_error_naming_the_file_and_falls_back(method, corrupt,
+                                                                     tmp_path, caplog):
+    directory = _model_copy(tmp_path, method)
+    filename, message = corrupt(directory)
+    with pytest.raises(learned.ModelError, match=message) as info:
+        learned.load_model(directory, method)
+    assert str(directory / filename) in str(info.value)
+    with caplog.at_level(logging.WARNING):
+        smoother = make_smoother(method, model_path=str(directory))
+    assert smoother.fallback and message in smoother.model_status
+    assert any(filename in r.getMessage() for r in caplog.records)
+
+
+def test_hybrid_card_with_an_incomplete_kalman_configuration_is_rejected(tmp_path):
+    directory = _model_copy(tmp_path, 'hybrid')
+    card = _card(directory)
+    del card['kalman']['process_noise']
+    _write_card(directory, card)
+    with pytest.raises(learned.ModelError, match='every Kalman parameter'):
+        learned.load_model(directory, 'hybrid')
+    card['kalman']['process_noise'] = -1.0
+    _write_card(directory, card)
+    with pytest.raises(learned.ModelError, match='process_noise'):
+        learned.load_model(directory, 'hybrid')
+
+
+def test_hybrid_runs_the_kalman_configuration_of_its_card_not_the_kalman_defaults():
+    smoother = make_smoother('hybrid')
+    stored = learned.kalman_params(smoother.model.card)
+    assert smoother._kf._gate2 == stored['gate_sigma'] ** 2
+    take = _take(seconds=3.0)
+    smoother.update(take.t[0], take.noisy_p[0], take.noisy_q[0])
+    smoother.update(take.t[1], take.noisy_p[1], take.noisy_q[1])
+    expected = learned.kalman_pass(stored, take.t[:2], take.noisy_p[:2], take.noisy_q[:2])
+    assert np.allclose(smoother._kf.x[POS, 0], expected[0][1])
+
+
+def test_correction_is_bounded_by_the_cap():
+    take = _take('handheld', seconds=4.0)
+    smoother = make_smoother('hybrid', max_correction_mm=0.05, max_correction_deg=0.001)
+    # A network gone wild: an enormous output bias.
+    smoother.model.network.dense_b[:] = 1e6
+    _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    est_p, est_q = _kalman_stage(smoother, take)
+    shift_mm = np.linalg.norm(p - est_p, axis=1) * 1e3
+    assert np.all(shift_mm <= 0.05 + 1e-9) and np.max(shift_mm) > 0.049
+    turn = np.degrees(learned.quat.angle_between(q, est_q))
+    assert np.all(turn <= 0.001 + 1e-9)
+    _, bp, _ = make_smoother('hybrid', max_correction_mm=0.05).smooth(
+        take.t, take.noisy_p, take.noisy_q)
+    assert np.all(np.linalg.norm(bp - est_p, axis=1) * 1e3 <= 0.05 + 1e-9)
+
+
+def test_cap_parameter_is_validated():
+    with pytest.raises(ParameterError, match='max_correction_mm'):
+        make_smoother('hybrid', max_correction_mm=-1.0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_non_finite_output_falls_back_to_the_uncorrected_estimate(method, caplog):
+    take = _take(seconds=3.0)
+    smoother = make_smoother(method)
+    smoother.model.network.dense_b[0] = np.nan
+    with caplog.at_level(logging.WARNING):
+        _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    assert smoother.nonfinite_outputs == len(take.t)
+    assert any('non-finite network output' in r.getMessage() for r in caplog.records)
+    if method == 'hybrid':
+        base_p, base_q = _kalman_stage(smoother, take)
+    else:
+        base_p, base_q = take.noisy_p, take.noisy_q
+    assert np.allclose(p, base_p, atol=1e-12)
+    assert np.allclose(np.abs(np.sum(q * base_q, axis=1)), 1.0)
+    _, bp, _ = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    assert np.allclose(bp, base_p, atol=1e-12)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_the_same_take_shifted_by_100m_gets_the_same_corrections(method):
+    take = _take('crane', seconds=6.0, noise=TrackerNoise(spike_rate_hz=0.5))
+    offset = np.array([100.0, -100.0, 100.0])
+    smoother = make_smoother(method)
+    _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    smoother.reset()
+    _, ps, qs = _streamed(smoother, take.t, take.noisy_p + offset, take.noisy_q)
+    assert np.max(np.abs((ps - offset) - p)) < 1e-6
+    assert np.max(np.degrees(learned.quat.angle_between(q, qs))) < 1e-6
+    _, pb, _ = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    _, pbs, _ = smoother.smooth(take.t, take.noisy_p + offset, take.noisy_q)
+    assert np.max(np.abs((pbs - offset) - pb)) < 1e-6
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_smooth_equals_streaming_update(method):
+    take = _take('orbit', seconds=10.0, noise=TrackerNoise(dropout_rate=0.02,
+                                                           spike_rate_hz=0.5))
+    smoother = make_smoother(method)
+    _, sp, sq = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    t, bp, bq = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    assert np.array_equal(t, take.t)
+    assert np.max(np.abs(bp - sp)) < 1e-9
+    assert np.max(np.degrees(learned.quat.angle_between(bq, sq))) < 1e-7
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_chunked_smooth_stays_close_to_streaming_on_long_takes(method, monkeypatch):
+    # A long take in miniature: chunks of 2000 frames, the default warm-up.
+    monkeypatch.setattr(learned, 'CHUNK_FRAMES', 2000)
+    take = _take('handheld', seconds=50.0, rate_hz=120.0, seed=5)
+    smoother = make_smoother(method)
+    _, sp, sq = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    _, bp, bq = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+    gap_mm = np.linalg.norm(bp - sp, axis=1) * 1e3
+    assert np.max(gap_mm[:2000]) < 1e-9
+    assert np.max(gap_mm) < 0.01
+    assert np.max(np.degrees(learned.quat.angle_between(bq, sq))) < 1e-3
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_learned_methods_keep_one_output_per_input_at_every_rate(method):
+    for rate in (24.0, 240.0):
+        take = _take('pan', seconds=3.0, rate_hz=rate)
+        t, p, _ = make_smoother(method).smooth(take.t, take.noisy_p, take.noisy_q)
+        assert len(t) == len(take.t) and np.all(np.isfinite(p))
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_timestamps_going_backwards_raise(method):
+    take = _take(seconds=1.0)
+    t = take.t.copy()
+    t[10] = t[9]
+    with pytest.raises(ValueError, match='timestamps must increase'):
+        make_smoother(method).smooth(t, take.noisy_p, take.noisy_q)
