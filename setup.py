@@ -38,6 +38,9 @@ setup(
             'camstab = camstab_ros.cli:main',
             'stabilizer = camstab_ros.nodes.stabilizer:main',
             'jitter_simulator = camstab_ros.nodes.jitter_simulator:main',
+            'freed_receiver = camstab_ros.nodes.freed_receiver:main',
+            'freed_sender = camstab_ros.nodes.freed_sender:main',
+            'freed_bridge = camstab_ros.nodes.freed_bridge:main',
         ],
     },
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camstab_ros import demo, ros_bench
+from camstab_ros import bag_tools, demo, replay, ros_bench
 from camstab_ros.core import ParameterError, list_methods, make_smoother, smoother_class
 from camstab_ros.core.metrics import METRIC_NAMES, evaluate
 from camstab_ros.core.pipeline import stabilize_take
@@ -135,8 +135,27 @@ def cmd_simulate(args):
     return 0
 
 
+def _is_bag(path):
+    """A rosbag2 directory or file (anything that is not a trajectory file)."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() in ('.mcap', '.db3', '')
+
+
 def cmd_smooth(args):
-    smoother = _make(args.method, _parse_params(args.param))
+    params = _parse_params(args.param)
+    smoother = _make(args.method, params)
+    if _is_bag(args.input):
+        if not args.topic:
+            raise UsageError('smoothing a bag needs --topic (the PoseStamped topic)')
+        try:
+            summary = bag_tools.smooth_bag(args.input, args.output, args.topic, args.method,
+                                           params)
+        except bag_tools.BagError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{args.method}: smoothed {summary['poses']} poses of {args.topic} -> "
+              f"{summary['stabilized_topic']} in {args.output} "
+              f"({summary['messages_copied']} other messages copied)")
+        return 0
     traj = _read(args.input)
     result = _stabilize(smoother, traj)
     try:
@@ -246,7 +265,10 @@ def build_parser():
                    + ', '.join(list_methods()))
     p.add_argument('--param', action='append', metavar='KEY=VALUE',
                    help='a method parameter, repeatable (see `camstab methods`)')
-    p.add_argument('input')
+    p.add_argument('--topic', help='with a rosbag2 INPUT: the PoseStamped topic to smooth; '
+                                   'OUTPUT gets every topic plus <topic>_stabilized')
+    p.add_argument('input', help='trajectory (.tum, .txt, .csv) or rosbag2 (directory, '
+                                 '.mcap, .db3)')
     p.add_argument('output')
     p.set_defaults(func=cmd_smooth)
 
@@ -277,6 +299,20 @@ def build_parser():
                                    'an mcap rosbag of the three topics.')
     demo.configure_parser(p)
     p.set_defaults(func=demo.run)
+
+    p = sub.add_parser('replay', help='send a recording over UDP as FreeD (a stand-in '
+                                      'tracker)',
+                       description='Send a recording as FreeD D1 datagrams with its original '
+                                   'timing: Mo-Sys F4 capture, TUM/CSV trajectory or raw '
+                                   'FreeD.')
+    replay.configure_parser(p)
+    p.set_defaults(func=replay.run)
+
+    p = sub.add_parser('bag', help='record, play and inspect rosbag2 bags without rosbag2',
+                       description='rosbag2 tools on the rosbags library; bags stay readable '
+                                   'by ros2 bag.')
+    bag_tools.configure_parser(p)
+    p.set_defaults(func=bag_tools.run)
 
     p = sub.add_parser('methods', help='list methods and their parameters',
                        description='List every smoothing method with its parameters, '

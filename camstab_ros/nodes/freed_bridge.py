@@ -21,7 +21,7 @@ from rclpy.node import Node
 
 from camstab_ros.core.smoother import ParameterError
 from camstab_ros.io import freed
-from camstab_ros.nodes import stabilizer as stab
+from camstab_ros.nodes import conversions, stabilizer as stab
 from camstab_ros.nodes.freed_receiver import (DIAGNOSTICS_PERIOD_S, DropLog, FreedInput,
                                               declare_input_parameters, diagnostic_array,
                                               make_time_base, run_node)
@@ -47,9 +47,11 @@ class FreedBridgeNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._input = None
+        self._output = None
         self._specs = smoother_specs()
         for name, spec in self._specs.items():
-            self.declare_parameter(name, spec.default, stab._descriptor(name, spec))
+            self.declare_parameter(name, spec.default, conversions.parameter_descriptor(name, spec))
         values = self._values()
         stab.check_method(values['method'])
         for name, value in values.items():
@@ -171,13 +173,15 @@ class FreedBridgeNode(Node):
             'outliers_rejected': stats.outliers,
             'resets': stats.resets,
             'coasted': stats.coasted,
-            'processing_us_median': f'{stab._percentile(costs, 50):.1f}',
-            'processing_us_p99': f'{stab._percentile(costs, 99):.1f}',
+            'processing_us_median': f'{stab.percentile(costs, 50):.1f}',
+            'processing_us_p99': f'{stab.percentile(costs, 99):.1f}',
         }))
 
     def destroy_node(self):
-        self._input.stop()
-        self._output.close()
+        if self._input is not None:
+            self._input.stop()
+        if self._output is not None:
+            self._output.close()
         return super().destroy_node()
 
 

@@ -58,8 +58,9 @@ class TimeBase:
     """Stamps (seconds) of arriving frames: their arrival time, or a frame clock.
 
     With a frame rate, frame k after the anchor is stamped anchor + k / rate: network
-    jitter does not reach the stamps. The clock re-anchors on the arrival time when it
-    drifts more than RESYNC_S from it (a gap, a rate change).
+    jitter does not reach the stamps. When the clock drifts more than RESYNC_S from the
+    arrival time (a gap, a wrong rate) it re-anchors on the arrival time, never earlier
+    than one frame after the last stamp, so stamps always increase.
     """
 
     def __init__(self, frame_rate_hz=0.0):
@@ -71,14 +72,16 @@ class TimeBase:
     def stamp(self, arrival_s):
         if self.frame_rate_hz <= 0.0:
             return arrival_s
-        if self._anchor is not None:
-            self._frames += 1
-            t = self._anchor + self._frames / self.frame_rate_hz
-            if abs(t - arrival_s) <= RESYNC_S:
-                return t
+        if self._anchor is None:
+            self._anchor, self._frames = arrival_s, 0
+            return arrival_s
+        self._frames += 1
+        t = self._anchor + self._frames / self.frame_rate_hz
+        if abs(t - arrival_s) > RESYNC_S:
             self.resyncs += 1
-        self._anchor, self._frames = arrival_s, 0
-        return arrival_s
+            self._anchor, self._frames = max(arrival_s, t), 0
+            t = self._anchor
+        return t
 
 
 class FreedInput:
@@ -200,6 +203,7 @@ class FreedReceiverNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._input = None
         values = declare_input_parameters(self)
         self._frame_id = values['frame_id']
         self._time_base = make_time_base(values)
@@ -226,13 +230,13 @@ class FreedReceiverNode(Node):
         now = self.get_clock().now().nanoseconds
         arrival = (now - (time.monotonic_ns() - arrival_ns)) * 1e-9
         stamp = Time(nanoseconds=round(self._time_base.stamp(arrival) * 1e9)).to_msg()
-        self._pub.publish(conversions.make_pose_stamped(stamp, self._frame_id, position,
-                                                        quaternion))
         lens = Vector3Stamped()
         lens.header.stamp, lens.header.frame_id = stamp, self._frame_id
         lens.vector.x, lens.vector.y = float(packet.zoom), float(packet.focus)
         lens.vector.z = float(packet.spare)
-        self._lens_pub.publish(lens)
+        self._lens_pub.publish(lens)  # first, so a sender has it when the pose arrives
+        self._pub.publish(conversions.make_pose_stamped(stamp, self._frame_id, position,
+                                                        quaternion))
         self.published += 1
 
     def _publish_diagnostics(self):
@@ -252,7 +256,8 @@ class FreedReceiverNode(Node):
         }))
 
     def destroy_node(self):
-        self._input.stop()
+        if self._input is not None:
+            self._input.stop()
         return super().destroy_node()
 
 

@@ -95,16 +95,18 @@ class FreedSenderNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._output = None
         values = declare_output_parameters(self)
         self._output = FreedOutput(values['host'], values['port'], values['camera_id'])
         self._output.on_drop = SendLog(self.get_logger(), lambda: self._output.dropped)
         self._lens = (0, 0, 0)
         self.received = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._sub = self.create_subscription(PoseStamped, 'pose_in', self._on_pose,
-                                             qos_profile_sensor_data)
+        # lens_in first: when both are ready the executor serves it first.
         self._lens_sub = self.create_subscription(Vector3Stamped, 'lens_in', self._on_lens,
                                                   qos_profile_sensor_data)
+        self._sub = self.create_subscription(PoseStamped, 'pose_in', self._on_pose,
+                                             qos_profile_sensor_data)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(f'sending FreeD to udp {values["host"]}:{values["port"]}')
 
@@ -136,7 +138,8 @@ class FreedSenderNode(Node):
         }))
 
     def destroy_node(self):
-        self._output.close()
+        if self._output is not None:
+            self._output.close()
         return super().destroy_node()
 
 

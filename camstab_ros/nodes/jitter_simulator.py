@@ -20,7 +20,6 @@ from dataclasses import fields
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -73,22 +72,6 @@ def parameter_specs():
     return specs
 
 
-def _descriptor(name, spec):
-    unit = f' [{spec.unit}]' if spec.unit else ''
-    descriptor = ParameterDescriptor(
-        name=name, description=f'{spec.description}{unit}; default {spec.default!r}',
-        read_only=True)
-    if spec.choices:
-        descriptor.additional_constraints = spec.describe_range()
-    elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.low), to_value=int(spec.high), step=1)]
-    elif isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
-    return descriptor
-
-
 class JitterSimulatorNode(Node):
     """Plays a simulated take on pose_truth and pose_noisy in real time."""
 
@@ -97,7 +80,7 @@ class JitterSimulatorNode(Node):
         specs = parameter_specs()
         values = {}
         for name, spec in specs.items():
-            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+            self.declare_parameter(name, spec.default, conversions.parameter_descriptor(name, spec, read_only=True))
             values[name] = spec.coerce(name, self.get_parameter(name).value)
         noise = simulation.TrackerNoise(**{
             key[len('noise.'):]: value for key, value in values.items()

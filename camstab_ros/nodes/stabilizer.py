@@ -25,8 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -336,24 +335,7 @@ def _find(queue, t):
     return queue[0] if queue[0].t <= t + STAMP_MATCH_S else None
 
 
-def _descriptor(name, spec):
-    unit = f' [{spec.unit}]' if spec.unit else ''
-    descriptor = ParameterDescriptor(
-        name=name, description=f'{spec.description}{unit}; default {spec.default!r}')
-    if spec.choices:
-        descriptor.additional_constraints = spec.describe_range()
-    if isinstance(spec.default, bool) or spec.low is None or spec.high is None:
-        return descriptor
-    if isinstance(spec.default, int):
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.low), to_value=int(spec.high), step=1)]
-    elif isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
-    return descriptor
-
-
-def _percentile(values, q):
+def percentile(values, q):
     return float(np.percentile(values, q)) if len(values) else float('nan')
 
 
@@ -364,7 +346,7 @@ class StabilizerNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._specs = parameter_specs()
         for name, spec in self._specs.items():
-            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+            self.declare_parameter(name, spec.default, conversions.parameter_descriptor(name, spec))
         values = self._values()
         check_method(values['method'])
         for name, value in values.items():
@@ -575,8 +557,8 @@ class StabilizerNode(Node):
             'outliers_rejected': stats.outliers,
             'resets': stats.resets,
             'coasted': stats.coasted,
-            'processing_us_median': f'{_percentile(costs, 50):.1f}',
-            'processing_us_p99': f'{_percentile(costs, 99):.1f}',
+            'processing_us_median': f'{percentile(costs, 50):.1f}',
+            'processing_us_p99': f'{percentile(costs, 99):.1f}',
             'model_status': _model_status(smoother),
         }
         status = DiagnosticStatus(

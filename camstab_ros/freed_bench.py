@@ -1,0 +1,81 @@
+"""Added latency of `freed_bridge`: FreeD datagram in -> FreeD datagram out, at a fixed rate.
+
+Runs the bridge as a child process on 127.0.0.1, sends a synthetic take at `rate_hz`
+(the spare field carries a sequence number, which the bridge passes through) and times
+each output datagram against its input. Run: python -m camstab_ros.freed_bench
+"""
+import argparse
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from camstab_ros.io import freed
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def bridge_latency(rate_hz=240.0, seconds=10.0, method='kalman', warmup_s=1.0):
+    """{'p50_ms', 'p99_ms', 'max_ms', 'sent', 'received', ...} of the bridge's latency."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(('127.0.0.1', 0))
+    listener.setblocking(False)
+    port = _free_port()
+    bridge = subprocess.Popen(
+        [sys.executable, '-m', 'camstab_ros.nodes.freed_bridge', '--ros-args',
+         '-p', 'bind_address:=127.0.0.1', '-p', f'port:={port}', '-p', f'method:={method}',
+         '-p', f'destination:=127.0.0.1:{listener.getsockname()[1]}'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent_at, latencies = {}, []
+    try:
+        time.sleep(2.0)  # start-up of the bridge
+        count = int((seconds + warmup_s) * rate_hz)
+        start = time.perf_counter()
+        for k in range(count):
+            due = start + k / rate_hz
+            while True:  # collect outputs until the next input is due
+                wait = due - time.perf_counter()
+                if not select.select([listener], [], [], max(wait, 0.0))[0]:
+                    break
+                seq = freed.decode(listener.recv(64)).spare
+                if seq in sent_at and k / rate_hz > warmup_s:
+                    latencies.append(time.perf_counter() - sent_at.pop(seq))
+            t = k / rate_hz
+            packet = freed.FreeDPacket(1, 20.0 * np.sin(t), 5.0 * np.sin(0.7 * t), 0.0,
+                                       0.5 * np.sin(0.3 * t), 2.0, 1.5, 1000, 2000, k % 65536)
+            sent_at[k % 65536] = time.perf_counter()
+            sender.sendto(freed.encode(packet), ('127.0.0.1', port))
+    finally:
+        bridge.send_signal(2)
+        bridge.wait(10)
+        sender.close()
+        listener.close()
+    ms = np.array(latencies) * 1e3
+    return {'method': method, 'rate_hz': rate_hz, 'measured': len(ms),
+            'sent_after_warmup': int(seconds * rate_hz),
+            'p50_ms': float(np.percentile(ms, 50)), 'p99_ms': float(np.percentile(ms, 99)),
+            'max_ms': float(ms.max())}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--rate', type=float, default=240.0, help='input rate in Hz')
+    parser.add_argument('--seconds', type=float, default=10.0, help='measured duration')
+    parser.add_argument('--method', default='kalman', help='smoothing method of the bridge')
+    args = parser.parse_args(argv)
+    print(json.dumps(bridge_latency(args.rate, args.seconds, args.method), indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
