@@ -195,5 +195,6 @@ def make_smoother(name, **params):
 
 
 def list_methods():
+    """Method names in registration order: baseline, classical, Kalman family, learned."""
     _load_builtin_methods()
-    return sorted(_REGISTRY)
+    return list(_REGISTRY)
