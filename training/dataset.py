@@ -33,6 +33,9 @@ BURN_IN_FRAMES = 48
 # Half of the takes play the scenario's motion up to this many times faster (simulated at
 # rate / speed and re-stamped): quicker, livelier moves than the scenarios' own.
 MAX_SPEED_UP = 3.0
+# Body rotations and speed-ups on (the shipped hybrid) or off (the shipped lstm: with them
+# its state stopped forgetting; see README). Off draws the same takes minus both.
+AUGMENT = True
 
 
 def take_config(seed):
@@ -62,6 +65,8 @@ def take_config(seed):
 def simulate_take(seed):
     """The training-style take of a seed (see take_config)."""
     scenario, rate, seconds, noise, mount, speed = take_config(seed)
+    if not AUGMENT:
+        return simulate(scenario, seconds=seconds, rate_hz=rate, seed=seed, noise=noise)
     take = simulate(scenario, seconds=seconds * speed, rate_hz=rate / speed, seed=seed,
                     noise=noise)
     if speed != 1.0:

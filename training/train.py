@@ -142,11 +142,14 @@ def main(argv=None):
     parser.add_argument('--metric-seconds', type=float, default=METRIC_SCENARIO_SECONDS,
                         help='length of the validation/test takes for the card metrics')
     parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--no-augment', action='store_true',
+                        help='no random body rotations or speed-ups of the training takes')
     args = parser.parse_args(argv)
     started = time.time()
     out = Path(args.out) if args.out else ROOT / 'models' / args.model
     units = [int(u) for u in args.units.split(',')]
     dataset.WINDOW_FRAMES = args.window
+    dataset.AUGMENT = not args.no_augment
     dataset.BURN_IN_FRAMES = min(dataset.BURN_IN_FRAMES, args.window // 4)
 
     set_seeds(args.seed)
@@ -232,6 +235,9 @@ def main(argv=None):
             'poses': {'train': train_poses, 'validation': val_poses},
             'windows': {'train': len(x), 'validation': len(vx), 'frames': args.window},
             'rates_hz': list(dataset.RATES_HZ),
+            'augmentation': ('random body rotation (half the takes), speed-up up to '
+                             f'{dataset.MAX_SPEED_UP:g}x (half the takes)'
+                             if dataset.AUGMENT else 'none'),
             'loss': f'MSE of normalised correction + {args.jitter_weight} x MSE of its '
                     'frame-to-frame error change',
             'epochs_run': len(history.history['loss']),
