@@ -194,7 +194,13 @@ def make_smoother(name, **params):
     return smoother_class(name)(**params)
 
 
+# How tables list the methods: baseline, classical, Kalman family, learned.
+METHOD_ORDER = ('passthrough', 'ema', 'one_euro', 'kalman', 'fixed_lag', 'rts', 'lstm',
+                'hybrid')
+
+
 def list_methods():
-    """Method names in registration order: baseline, classical, Kalman family, learned."""
+    """Registered method names in METHOD_ORDER (others after them, by name)."""
     _load_builtin_methods()
-    return list(_REGISTRY)
+    return sorted(_REGISTRY, key=lambda name: (
+        METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name))
