@@ -110,18 +110,8 @@ class FreedBridgeNode(Node):
     # -- parameters and housekeeping (executor thread) ---------------------------------
 
     def _validate_parameters(self, parameters):
-        values = self._values()
         try:
-            for parameter in parameters:
-                if parameter.name not in self._specs:
-                    continue
-                if parameter.name == 'method':
-                    stab.check_method(parameter.value)
-                values[parameter.name] = self._specs[parameter.name].coerce(
-                    parameter.name, parameter.value)
-            changed = {p.name for p in parameters}
-            if changed & ({'method'} | set(stab.smoother_parameters(values['method']))):
-                self._staged = stab.build_smoother(values)
+            self._staged = stab.staged_smoother(self._specs, self._values(), parameters)
         except (ParameterError, ValueError, OSError) as exc:
             self._staged = None
             return SetParametersResult(successful=False, reason=str(exc))

@@ -335,6 +335,23 @@ def _find(queue, t):
     return queue[0] if queue[0].t <= t + STAMP_MATCH_S else None
 
 
+def staged_smoother(specs, values, parameters):
+    """Validate a parameter change against the current values: the new smoother it calls
+    for, or None when the smoother is unaffected. Raises ParameterError, ValueError or
+    OSError (a model file) with the reason for rejecting it."""
+    values = dict(values)
+    for parameter in parameters:
+        if parameter.name not in specs:
+            continue
+        if parameter.name == 'method':
+            check_method(parameter.value)
+        values[parameter.name] = specs[parameter.name].coerce(parameter.name, parameter.value)
+    changed = {p.name for p in parameters}
+    if changed & ({'method'} | set(smoother_parameters(values['method']))):
+        return build_smoother(values)
+    return None
+
+
 def percentile(values, q):
     return float(np.percentile(values, q)) if len(values) else float('nan')
 
@@ -388,18 +405,8 @@ class StabilizerNode(Node):
         return {name: self.get_parameter(name).value for name in self._specs}
 
     def _validate_parameters(self, parameters):
-        values = self._values()
         try:
-            for parameter in parameters:
-                if parameter.name not in self._specs:
-                    continue
-                if parameter.name == 'method':
-                    check_method(parameter.value)
-                values[parameter.name] = self._specs[parameter.name].coerce(
-                    parameter.name, parameter.value)
-            changed = {p.name for p in parameters}
-            if changed & ({'method'} | set(smoother_parameters(values['method']))):
-                self._staged = build_smoother(values)
+            self._staged = staged_smoother(self._specs, self._values(), parameters)
         except (ParameterError, ValueError, OSError) as exc:
             self._staged = None
             return SetParametersResult(successful=False, reason=str(exc))
