@@ -54,7 +54,7 @@ def test_receiver_to_sender_passes_pose_and_lens_and_counts_malformed(ros):
     out.settimeout(2.0)
     receiver = add(FreedReceiverNode(context=context, parameter_overrides=[
         Parameter('bind_address', value='127.0.0.1'), Parameter('port', value=0)]))
-    sender = add(FreedSenderNode(
+    add(FreedSenderNode(
         context=context,
         cli_args=['--ros-args', '-r', 'pose_in:=pose_out', '-r', 'lens_in:=lens_out'],
         parameter_overrides=[
