@@ -3,6 +3,7 @@ import os
 
 from setuptools import find_packages, setup
 
+
 package_name = 'camstab_ros'
 
 
@@ -36,7 +37,7 @@ setup(
     entry_points={
         'console_scripts': [
             'camstab = camstab_ros.cli:main',
-            'stabilizer = camstab_ros.nodes.stabilizer:main',
+            'stabilizer = camstab_ros.nodes.camera_stabilizer:main',
             'jitter_simulator = camstab_ros.nodes.jitter_simulator:main',
             'freed_receiver = camstab_ros.nodes.freed_receiver:main',
             'freed_sender = camstab_ros.nodes.freed_sender:main',

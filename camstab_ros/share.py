@@ -1,6 +1,7 @@
 """Locate the package's share directory (config/, launch/, models/) in any layout."""
 from pathlib import Path
 
+
 PACKAGE = 'camstab_ros'
 
 

@@ -6,7 +6,7 @@ Topics: /camera/pose_truth, /camera/pose_noisy (+ /camera/path_truth, /camera/pa
 from the simulator, /camera/pose_stabilized (+ /camera/pose_stabilized_cov,
 /camera/path_stabilized) from the stabiliser.
 `camstab demo` starts the same two executables with the same parameters and remappings
-without `launch` (camstab_ros/demo.py).
+without `launch` (camstab_ros/tools/demo.py).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument

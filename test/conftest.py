@@ -8,11 +8,12 @@ interpreter (that aborts the process with rc 134 after the tests passed).
 """
 import fcntl
 import os
+from pathlib import Path
 import random
 import sys
-from pathlib import Path
 
 import pytest
+
 
 LOCK_DIR = Path('/tmp/camstab_ros_test_domains')
 # 0 is everyone's default; ids above 101 can collide with ephemeral ports on Linux.

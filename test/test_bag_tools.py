@@ -1,20 +1,20 @@
 """`camstab bag record|play|info` over real DDS and `smooth_bag` on real bag files."""
+from pathlib import Path
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
+from camstab_ros.io import rosbag
+from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp
+from camstab_ros.tools.bag_tools import bag_info, BagError, record, smooth_bag
+from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
 import rclpy
-from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 
-from camstab_ros.bag_tools import BagError, bag_info, record, smooth_bag
-from camstab_ros.io import rosbag
-from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT = 60
@@ -77,7 +77,7 @@ def test_recorded_live_topic_plays_back_intact(ros, tmp_path):
     received = []
     node.create_subscription(PoseStamped, '/camera/pose', received.append, 100)
     proc = subprocess.run(
-        [sys.executable, '-m', 'camstab_ros.bag_tools', 'play', str(bag), '--rate-factor',
+        [sys.executable, '-m', 'camstab_ros.cli', 'bag', 'play', str(bag), '--rate-factor',
          '5', '--wait-subscribers', '10'], cwd=ROOT, env=env, capture_output=True,
         text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -130,7 +130,7 @@ def test_truncated_or_corrupt_bag_gives_a_clear_error_and_writes_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ['in']
     (tmp_path / 'junk').mkdir()
     (tmp_path / 'junk' / 'metadata.yaml').write_text('not: a bag\n')
-    proc = subprocess.run([sys.executable, '-m', 'camstab_ros.bag_tools', 'info',
+    proc = subprocess.run([sys.executable, '-m', 'camstab_ros.cli', 'bag', 'info',
                            str(tmp_path / 'junk')], cwd=ROOT, capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 1 and 'cannot read bag' in proc.stderr

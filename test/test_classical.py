@@ -1,10 +1,11 @@
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.methods import list_methods, make_smoother
+from camstab_ros.core.metrics import evaluate
+from camstab_ros.core.params import ParameterError
+from helpers import moving_take, shared_file
 import numpy as np
 import pytest
 
-from camstab_ros.core import ParameterError, list_methods, make_smoother
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core.metrics import evaluate
-from helpers import moving_take, shared_file
 
 CAUSAL_SIMPLE = ('passthrough', 'ema', 'one_euro')
 

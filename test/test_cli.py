@@ -3,11 +3,10 @@ import json
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-
 from camstab_ros.io.trajectory import read_trajectory, write_trajectory
 from helpers import moving_take
+import numpy as np
+import pytest
 
 
 def camstab(*args, cwd=None):

@@ -1,15 +1,15 @@
 """`colcon build` of the package in a temporary workspace: the installed layout is real."""
 import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import pytest
 
 from helpers import PROJECT
+import pytest
+
 
 PACKAGE_CONTENT = ('camstab_ros', 'launch', 'config', 'models', 'resource', 'package.xml',
                    'setup.py', 'setup.cfg', 'LICENSE', 'README.md')

@@ -1,12 +1,12 @@
 """Message <-> NumPy conversions (camstab_ros.nodes.conversions)."""
-import numpy as np
-import pytest
 from builtin_interfaces.msg import Time
-from rclpy.serialization import deserialize_message, serialize_message
+from camstab_ros.nodes import conversions as conv
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Path
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
 
-from camstab_ros.nodes import conversions as conv
 
 P = np.array([1.25, -0.5, 2.0])
 Q = np.array([0.1, -0.2, 0.3, 0.9]) / np.linalg.norm([0.1, -0.2, 0.3, 0.9])

@@ -2,13 +2,13 @@
 import dataclasses
 import math
 
+from camstab_ros.core.quaternion import angle_between
+from camstab_ros.io.freed import (AxisMapping, decode, encode, FreeDError, FreeDPacket,
+                                  packet_to_pose, pose_to_packet)
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.core.quaternion import angle_between
-from camstab_ros.io.freed import (AxisMapping, FreeDError, FreeDPacket, decode, encode,
-                                  packet_to_pose, pose_to_packet)
 
 ANGLE_STEP = 1.0 / 32768  # degrees
 POSITION_STEP = 1.0 / 64000  # metres

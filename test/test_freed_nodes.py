@@ -3,16 +3,16 @@ import socket
 import threading
 import time
 
+from camstab_ros.io import freed
+from camstab_ros.io.freed_udp import TimeBase
+from camstab_ros.nodes.freed_receiver import FreedReceiverNode
+from camstab_ros.nodes.freed_sender import FreedSenderNode
+from diagnostic_msgs.msg import DiagnosticArray
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-
-from camstab_ros.io import freed
-from camstab_ros.nodes.freed_receiver import FreedReceiverNode, TimeBase
-from camstab_ros.nodes.freed_sender import FreedSenderNode
 
 
 @pytest.fixture

@@ -1,14 +1,15 @@
 """Tests of the Kalman-family smoothers: kalman, fixed_lag and rts."""
 import math
 
+from camstab_ros.core import kalman
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.methods import make_smoother
+from camstab_ros.core.params import ParameterError
+from camstab_ros.core.simulation import simulate, TrackerNoise
+from camstab_ros.core.smoother import stack
 import numpy as np
 import pytest
 
-from camstab_ros.core import ParameterError, make_smoother
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core import kalman
-from camstab_ros.core.simulation import TrackerNoise, simulate
-from camstab_ros.core.smoother import stack
 
 METHODS = ('kalman', 'fixed_lag', 'rts')
 # A responsive, fixed-gain setting for the tests of the robustness mechanisms (gating,

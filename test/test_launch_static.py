@@ -1,26 +1,32 @@
-"""Static checks of launch/demo.launch.py, config/params.yaml and config/demo.rviz.
+"""Static checks of the launch files, config/params.yaml and config/demo.rviz.
 
-`launch` and RViz are not installable here, so the launch file is parsed, not run: every
-executable it starts must be a console script of the package, every file it names must be
-installed by setup.py, and its wiring must be the one `camstab demo` uses.
+`launch` and RViz are not installable here, so the launch files are parsed, not run: every
+executable they start must be a console script of the package, every file they name must
+be installed by setup.py, the demo's wiring must be the one `camstab demo` uses, and the
+parameter file must be the rendering of every node's parameter specs.
 """
 import ast
 import re
 import runpy
+import sys
 
+from camstab_ros.nodes import camera_stabilizer, freed_bridge, jitter_simulator
+from camstab_ros.tools import demo, params_yaml
+from helpers import PROJECT
 import pytest
 import setuptools
 import yaml
 
-from camstab_ros import demo
-from camstab_ros.nodes import jitter_simulator, stabilizer
-from helpers import PROJECT
 
 LAUNCH = PROJECT / 'launch' / 'demo.launch.py'
+BRIDGE_LAUNCH = PROJECT / 'launch' / 'freed_bridge.launch.py'
 PARAMS = PROJECT / 'config' / 'params.yaml'
 RVIZ = PROJECT / 'config' / 'demo.rviz'
-NODE_SPECS = {stabilizer.NODE_NAME: stabilizer.parameter_specs(),
-              jitter_simulator.NODE_NAME: jitter_simulator.parameter_specs()}
+NODE_SPECS = {node.NODE_NAME: sys.modules[node.__module__].parameter_specs()
+              for node in params_yaml.NODES}
+STABILIZER = camera_stabilizer.CameraStabilizerNode.NODE_NAME
+SIMULATOR = jitter_simulator.JitterSimulatorNode.NODE_NAME
+BRIDGE = freed_bridge.FreedBridgeNode.NODE_NAME
 
 
 @pytest.fixture(scope='module')
@@ -55,7 +61,16 @@ def launch_tree():
 
 
 @pytest.fixture(scope='module')
+def bridge_tree():
+    return ast.parse(BRIDGE_LAUNCH.read_text())
+
+
+@pytest.fixture(scope='module')
 def launch_nodes(launch_tree):
+    return _nodes(launch_tree)
+
+
+def _nodes(launch_tree):
     """{node name: {package, executable, remappings, call}} of every Node(...) action."""
     nodes = {}
     for call in _calls(launch_tree, 'Node'):
@@ -73,7 +88,7 @@ def test_every_executable_of_the_package_is_a_console_script(launch_nodes, setup
                for entry in setup_kwargs['entry_points']['console_scripts']}
     ours = {n['executable'] for n in launch_nodes.values() if n['package'] == 'camstab_ros'}
     assert ours == {'jitter_simulator', 'stabilizer'}
-    assert scripts['stabilizer'] == 'camstab_ros.nodes.stabilizer:main'
+    assert scripts['stabilizer'] == 'camstab_ros.nodes.camera_stabilizer:main'
     assert scripts['jitter_simulator'] == 'camstab_ros.nodes.jitter_simulator:main'
     others = {n['package'] for n in launch_nodes.values()} - {'camstab_ros'}
     assert others == {'rviz2'}
@@ -97,6 +112,32 @@ def test_every_file_the_launch_file_names_is_installed(launch_tree, setup_kwargs
         assert (PROJECT / source).is_file()
 
 
+def test_the_bridge_launch_file_starts_the_bridge_with_its_installed_parameters(
+        bridge_tree, setup_kwargs):
+    nodes = _nodes(bridge_tree)
+    assert {n['executable'] for n in nodes.values()} == {'freed_bridge'}
+    assert BRIDGE in nodes
+    scripts = dict(entry.replace(' ', '').split('=')
+                   for entry in setup_kwargs['entry_points']['console_scripts'])
+    assert scripts['freed_bridge'] == 'camstab_ros.nodes.freed_bridge:main'
+    installed = [name for destination, files in setup_kwargs['data_files']
+                 for name in files if destination == 'share/camstab_ros/launch']
+    assert 'launch/freed_bridge.launch.py' in installed
+    declared = {}
+    for call in _calls(bridge_tree, 'DeclareLaunchArgument'):
+        name = ast.literal_eval(call.args[0])
+        assert ast.literal_eval(_keyword(call, 'description')).strip(), name
+        default = _keyword(call, 'default_value')
+        declared[name] = ast.literal_eval(default) if isinstance(default, ast.Constant) else None
+    used = {ast.literal_eval(c.args[0]) for c in _calls(bridge_tree, 'LaunchConfiguration')}
+    assert used == set(declared)
+    # Every argument but the file is a bridge parameter, with the parameter's default.
+    specs = NODE_SPECS[BRIDGE]
+    for name, default in declared.items():
+        if name != 'params_file':
+            assert str(specs[name].default) == default, name
+
+
 def test_launch_arguments_are_described_and_used(launch_tree):
     declared = {}
     for call in _calls(launch_tree, 'DeclareLaunchArgument'):
@@ -110,22 +151,22 @@ def test_launch_arguments_are_described_and_used(launch_tree):
     assert used == set(declared)
     # `camstab demo` passes the same defaults as the launch file, the nodes' own defaults.
     assert declared['method'] == demo.DEFAULT_METHOD == NODE_SPECS[
-        stabilizer.NODE_NAME]['method'].default
+        STABILIZER]['method'].default
     assert declared['scenario'] == demo.DEFAULT_SCENARIO == NODE_SPECS[
-        jitter_simulator.NODE_NAME]['scenario'].default
+        SIMULATOR]['scenario'].default
 
 
 def test_rviz_runs_only_with_use_rviz(launch_nodes):
     condition = _keyword(launch_nodes['rviz2']['call'], 'condition')
     assert _call_name(condition) == 'IfCondition'
     assert ast.literal_eval(condition.args[0].args[0]) == 'use_rviz'
-    for name in (stabilizer.NODE_NAME, jitter_simulator.NODE_NAME):
+    for name in (STABILIZER, SIMULATOR):
         assert _keyword(launch_nodes[name]['call'], 'condition') is None
 
 
 def test_launch_wiring_is_the_demo_wiring(launch_nodes):
-    assert launch_nodes[jitter_simulator.NODE_NAME]['remappings'] == demo.SIMULATOR_REMAPS
-    assert launch_nodes[stabilizer.NODE_NAME]['remappings'] == demo.STABILIZER_REMAPS
+    assert launch_nodes[SIMULATOR]['remappings'] == demo.SIMULATOR_REMAPS
+    assert launch_nodes[STABILIZER]['remappings'] == demo.STABILIZER_REMAPS
     assert demo.STABILIZER_REMAPS['pose_in'] == demo.SIMULATOR_REMAPS['pose_noisy']
 
 
@@ -184,6 +225,12 @@ def test_rviz_shows_truth_noisy_and_stabilised_in_the_poses_frame():
 
 
 def test_params_yaml_is_the_rendering_of_the_parameter_specs():
-    from camstab_ros.nodes.params_yaml import render
-    assert PARAMS.read_text() == render(), (
-        'config/params.yaml is stale: run python -m camstab_ros.nodes.params_yaml')
+    assert PARAMS.read_text() == params_yaml.render(), (
+        'config/params.yaml is stale: run python -m camstab_ros.tools.params_yaml')
+
+
+def test_every_node_of_the_package_is_in_params_yaml(setup_kwargs):
+    scripts = {entry.split('=')[1].strip().split(':')[0]
+               for entry in setup_kwargs['entry_points']['console_scripts']}
+    node_modules = {module for module in scripts if module.startswith('camstab_ros.nodes.')}
+    assert node_modules == {node.__module__ for node in params_yaml.NODES}

@@ -6,14 +6,17 @@ import shutil
 import subprocess
 import sys
 
+from camstab_ros.core import learned, learned_features, lstm_model
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.kalman import POS
+from camstab_ros.core.methods import make_smoother
+from camstab_ros.core.params import ParameterError
+from camstab_ros.core.simulation import simulate, TrackerNoise
+from camstab_ros.core.smoother import stack
+from helpers import PROJECT
 import numpy as np
 import pytest
 
-from camstab_ros.core import learned, make_smoother
-from camstab_ros.core.kalman import POS
-from camstab_ros.core.simulation import TrackerNoise, simulate
-from camstab_ros.core.smoother import ParameterError, stack
-from helpers import PROJECT
 
 METHODS = ('lstm', 'hybrid')
 
@@ -28,22 +31,22 @@ def _streamed(smoother, t, p, q):
 
 def _model_copy(tmp_path, method):
     target = tmp_path / method
-    shutil.copytree(learned.default_model_dir(method), target)
+    shutil.copytree(lstm_model.default_model_dir(method), target)
     return target
 
 
 def _card(directory):
-    return json.loads((directory / learned.CARD_FILE).read_text())
+    return json.loads((directory / lstm_model.CARD_FILE).read_text())
 
 
 def _write_card(directory, card):
-    (directory / learned.CARD_FILE).write_text(json.dumps(card))
+    (directory / lstm_model.CARD_FILE).write_text(json.dumps(card))
 
 
 def _kalman_stage(smoother, take):
     """The hybrid's uncorrected Kalman estimate (its model card's configuration)."""
-    est_p, _, est_q, _, _, _ = learned.kalman_pass(
-        learned.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)
+    est_p, _, est_q, _, _, _ = learned_features.kalman_pass(
+        lstm_model.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)
     return est_p, est_q
 
 
@@ -59,7 +62,7 @@ def test_shipped_model_loads_and_smooths(method):
 
 def test_runtime_never_imports_tensorflow():
     code = ('import sys, numpy as np\n'
-            'from camstab_ros.core import make_smoother\n'
+            'from camstab_ros.core.methods import make_smoother\n'
             'from camstab_ros.core.simulation import simulate\n'
             'take = simulate("pan", seconds=2.0, rate_hz=60.0, seed=1)\n'
             'for m in ("lstm", "hybrid"):\n'
@@ -78,9 +81,8 @@ def test_runtime_never_imports_tensorflow():
 @pytest.mark.parametrize('method', METHODS)
 def test_numpy_runtime_matches_keras_within_1e4(method):
     keras = pytest.importorskip('tf_keras')
-    sys.path.insert(0, str(PROJECT / 'training'))
-    from train import build_keras_model
-    model = learned.load_model(learned.default_model_dir(method), method)
+    from training.train import build_keras_model
+    model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
     arch = model.card['architecture']
     keras_model = build_keras_model(keras, arch['input_size'], arch['lstm_units'])
     with np.load(model.path / model.card['weights']['file']) as npz:
@@ -94,11 +96,11 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
                                                             dropout_rate=0.02))
     if method == 'hybrid':
-        stage = learned.kalman_pass(learned.kalman_params(model.card), take.t, take.noisy_p,
+        stage = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t, take.noisy_p,
                                     take.noisy_q)
-        features = learned.hybrid_features(take.noisy_p, take.noisy_q, *stage)
+        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, *stage)
     else:
-        features = learned.lstm_features(take.t, take.noisy_p, take.noisy_q)
+        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
     x = model.normalize(features)
     expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
     batched = model.network.run(x[None])[0]
@@ -118,7 +120,7 @@ def test_missing_model_falls_back_to_kalman_with_a_warning(method, tmp_path, cap
         smoother = make_smoother(method, model_path=str(missing))
     assert smoother.fallback
     assert 'fallback to kalman' in smoother.model_status
-    assert str(missing / learned.CARD_FILE) in smoother.model_status
+    assert str(missing / lstm_model.CARD_FILE) in smoother.model_status
     assert any('running kalman instead' in r.getMessage() for r in caplog.records)
     take = _take(seconds=3.0)
     _, p, q = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
@@ -129,22 +131,22 @@ def test_missing_model_falls_back_to_kalman_with_a_warning(method, tmp_path, cap
 
 
 def _corrupt_json(directory):
-    (directory / learned.CARD_FILE).write_text('{"format": "camstab-model-card", ')
-    return learned.CARD_FILE, 'unreadable model card'
+    (directory / lstm_model.CARD_FILE).write_text('{"format": "camstab-model-card", ')
+    return lstm_model.CARD_FILE, 'unreadable model card'
 
 
 def _wrong_version(directory):
     card = _card(directory)
     card['card_version'] = 99
     _write_card(directory, card)
-    return learned.CARD_FILE, 'card version 99 is not supported'
+    return lstm_model.CARD_FILE, 'card version 99 is not supported'
 
 
 def _wrong_method(directory):
     card = _card(directory)
     card['method'] = 'something_else'
     _write_card(directory, card)
-    return learned.CARD_FILE, 'is for method'
+    return lstm_model.CARD_FILE, 'is for method'
 
 
 def _checksum_mismatch(directory):
@@ -164,7 +166,7 @@ def _resave(directory, arrays):
     card = _card(directory)
     weights = directory / card['weights']['file']
     np.savez(weights, **arrays)
-    card['weights']['sha256'] = learned.sha256_of(weights)
+    card['weights']['sha256'] = lstm_model.sha256_of(weights)
     _write_card(directory, card)
     return weights.name
 
@@ -187,7 +189,7 @@ def _garbage_weights_with_matching_checksum(directory):
     card = _card(directory)
     weights = directory / card['weights']['file']
     weights.write_bytes(b'PK\x03\x04 this is not a zip archive')
-    card['weights']['sha256'] = learned.sha256_of(weights)
+    card['weights']['sha256'] = lstm_model.sha256_of(weights)
     _write_card(directory, card)
     return weights.name, 'corrupt weights file'
 
@@ -197,7 +199,7 @@ def _pickled_weights(directory):
     weights = directory / card['weights']['file']
     np.save(weights.with_suffix('.npy'), np.array([{'a': 1}], dtype=object))
     weights.write_bytes(weights.with_suffix('.npy').read_bytes())
-    card['weights']['sha256'] = learned.sha256_of(weights)
+    card['weights']['sha256'] = lstm_model.sha256_of(weights)
     _write_card(directory, card)
     return weights.name, 'corrupt weights file'
 
@@ -206,7 +208,7 @@ def _feature_mismatch(directory):
     card = _card(directory)
     card['features']['names'] = card['features']['names'][::-1]
     _write_card(directory, card)
-    return learned.CARD_FILE, 'feature definition differs'
+    return lstm_model.CARD_FILE, 'feature definition differs'
 
 
 CORRUPTIONS = [_corrupt_json, _wrong_version, _wrong_method, _checksum_mismatch,
@@ -220,8 +222,8 @@ def test_bad_model_gives_a_clear_error_naming_the_file_and_falls_back(method, co
                                                                      tmp_path, caplog):
     directory = _model_copy(tmp_path, method)
     filename, message = corrupt(directory)
-    with pytest.raises(learned.ModelError, match=message) as info:
-        learned.load_model(directory, method)
+    with pytest.raises(lstm_model.ModelError, match=message) as info:
+        lstm_model.load_model(directory, method)
     assert str(directory / filename) in str(info.value)
     with caplog.at_level(logging.WARNING):
         smoother = make_smoother(method, model_path=str(directory))
@@ -234,22 +236,22 @@ def test_hybrid_card_with_an_incomplete_kalman_configuration_is_rejected(tmp_pat
     card = _card(directory)
     del card['kalman']['process_noise']
     _write_card(directory, card)
-    with pytest.raises(learned.ModelError, match='every Kalman parameter'):
-        learned.load_model(directory, 'hybrid')
+    with pytest.raises(lstm_model.ModelError, match='every Kalman parameter'):
+        lstm_model.load_model(directory, 'hybrid')
     card['kalman']['process_noise'] = -1.0
     _write_card(directory, card)
-    with pytest.raises(learned.ModelError, match='process_noise'):
-        learned.load_model(directory, 'hybrid')
+    with pytest.raises(lstm_model.ModelError, match='process_noise'):
+        lstm_model.load_model(directory, 'hybrid')
 
 
 def test_hybrid_runs_the_kalman_configuration_of_its_card_not_the_kalman_defaults():
     smoother = make_smoother('hybrid')
-    stored = learned.kalman_params(smoother.model.card)
+    stored = lstm_model.kalman_params(smoother.model.card)
     assert smoother._kf._gate2 == stored['gate_sigma'] ** 2
     take = _take(seconds=3.0)
     smoother.update(take.t[0], take.noisy_p[0], take.noisy_q[0])
     smoother.update(take.t[1], take.noisy_p[1], take.noisy_q[1])
-    expected = learned.kalman_pass(stored, take.t[:2], take.noisy_p[:2], take.noisy_q[:2])
+    expected = learned_features.kalman_pass(stored, take.t[:2], take.noisy_p[:2], take.noisy_q[:2])
     assert np.allclose(smoother._kf.x[POS, 0], expected[0][1])
 
 
@@ -262,7 +264,7 @@ def test_correction_is_bounded_by_the_cap():
     est_p, est_q = _kalman_stage(smoother, take)
     shift_mm = np.linalg.norm(p - est_p, axis=1) * 1e3
     assert np.all(shift_mm <= 0.05 + 1e-9) and np.max(shift_mm) > 0.049
-    turn = np.degrees(learned.quat.angle_between(q, est_q))
+    turn = np.degrees(quat.angle_between(q, est_q))
     assert np.all(turn <= 0.001 + 1e-9)
     _, bp, _ = make_smoother('hybrid', max_correction_mm=0.05).smooth(
         take.t, take.noisy_p, take.noisy_q)
@@ -302,7 +304,7 @@ def test_the_same_take_shifted_by_100m_gets_the_same_corrections(method):
     smoother.reset()
     _, ps, qs = _streamed(smoother, take.t, take.noisy_p + offset, take.noisy_q)
     assert np.max(np.abs((ps - offset) - p)) < 1e-6
-    assert np.max(np.degrees(learned.quat.angle_between(q, qs))) < 1e-6
+    assert np.max(np.degrees(quat.angle_between(q, qs))) < 1e-6
     _, pb, _ = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
     _, pbs, _ = smoother.smooth(take.t, take.noisy_p + offset, take.noisy_q)
     assert np.max(np.abs((pbs - offset) - pb)) < 1e-6
@@ -317,13 +319,13 @@ def test_smooth_equals_streaming_update(method):
     t, bp, bq = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
     assert np.array_equal(t, take.t)
     assert np.max(np.abs(bp - sp)) < 1e-9
-    assert np.max(np.degrees(learned.quat.angle_between(bq, sq))) < 1e-7
+    assert np.max(np.degrees(quat.angle_between(bq, sq))) < 1e-7
 
 
 @pytest.mark.parametrize('method', METHODS)
 def test_chunked_smooth_stays_close_to_streaming_on_long_takes(method, monkeypatch):
     # A long take in miniature: chunks of 2000 frames, the default warm-up.
-    monkeypatch.setattr(learned, 'CHUNK_FRAMES', 2000)
+    monkeypatch.setattr(lstm_model, 'CHUNK_FRAMES', 2000)
     take = _take('handheld', seconds=50.0, rate_hz=120.0, seed=5)
     smoother = make_smoother(method)
     _, sp, sq = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
@@ -331,7 +333,7 @@ def test_chunked_smooth_stays_close_to_streaming_on_long_takes(method, monkeypat
     gap_mm = np.linalg.norm(bp - sp, axis=1) * 1e3
     assert np.max(gap_mm[:2000]) < 1e-9
     assert np.max(gap_mm) < 0.01
-    assert np.max(np.degrees(learned.quat.angle_between(bq, sq))) < 1e-3
+    assert np.max(np.degrees(quat.angle_between(bq, sq))) < 1e-3
 
 
 @pytest.mark.parametrize('method', METHODS)

@@ -1,9 +1,9 @@
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.metrics import evaluate, still_steps
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core.metrics import evaluate, still_steps
 
 RATE = 100.0
 

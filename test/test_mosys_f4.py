@@ -7,13 +7,13 @@ translation, packet 10 the rotation.
 import logging
 from pathlib import Path
 
+from camstab_ros.io.freed import decode, encode, FreeDPacket, packet_to_pose
+from camstab_ros.io.mosys_f4 import (f4_to_freed, f4_to_pose, F4Error, F4Packet, iter_packets,
+                                     read_f4, Timecode)
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.io.freed import FreeDPacket, decode, encode, packet_to_pose
-from camstab_ros.io.mosys_f4 import (F4Error, F4Packet, Timecode, f4_to_freed, f4_to_pose,
-                                     iter_packets, read_f4)
 
 TAKE = (Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'real'
         / 'mosys_startracker_A003_C001_01.f4')

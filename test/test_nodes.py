@@ -5,6 +5,7 @@ source tree, as `camstab demo` does); this process observes them with its own no
 spinning only inside `spin_until`, so no spin thread can outlive the tests.
 """
 import argparse
+from collections import Counter
 import json
 import os
 import re
@@ -12,30 +13,30 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 
-import numpy as np
-import pytest
-import rclpy
+from camstab_ros.core.metrics import evaluate
+from camstab_ros.core.simulation import simulate
+from camstab_ros.io.rosbag import bag_topics, POSE_STAMPED, read_bag
+from camstab_ros.io.trajectory import read_trajectory, write_trajectory
+from camstab_ros.nodes.camera_stabilizer import TFMessage
+from camstab_ros.nodes.conversions import (make_pose_stamped, pose_stamped_to_arrays,
+                                           pose_with_covariance_to_arrays, sec_to_stamp,
+                                           stamp_to_ns)
+from camstab_ros.share import share_dir
+from camstab_ros.tools import demo, ros_bench
+from camstab_ros.tools.demo import SIMULATOR_REMAPS, STABILIZER_REMAPS
+from camstab_ros.tools.processes import node_command, ros_arguments
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
+import numpy as np
+import pytest
+import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile
 
-from camstab_ros import demo, ros_bench
-from camstab_ros.core.metrics import evaluate
-from camstab_ros.core.simulation import simulate
-from camstab_ros.demo import (SIMULATOR_REMAPS, STABILIZER_REMAPS, node_command,
-                              ros_arguments)
-from camstab_ros.nodes.conversions import (make_pose_stamped, pose_stamped_to_arrays,
-                                           pose_with_covariance_to_arrays, sec_to_stamp,
-                                           stamp_to_ns)
-from camstab_ros.nodes.stabilizer import TFMessage
-from camstab_ros.io.rosbag import POSE_STAMPED, bag_topics, read_bag
-from camstab_ros.share import share_dir
 
 PARAMS_FILE = share_dir() / 'config' / 'params.yaml'
 TRUTH, NOISY, STABILIZED = (SIMULATOR_REMAPS['pose_truth'], SIMULATOR_REMAPS['pose_noisy'],
@@ -442,7 +443,66 @@ def test_bad_messages_are_dropped_counted_and_a_gap_resets(ros):
     assert delta('resets') == 2
     assert ros.procs[BAD_NODE].poll() is None  # still running
     log = ros.procs[BAD_NODE].log_path.read_text()
-    assert 'dropped a pose (non_finite)' in log
+    assert re.search(r'dropped a pose stamped [0-9.]+ in frame .world. \(non_finite\)', log)
+
+
+AGREE_IN, AGREE_OUT, AGREE_NODE = '/agree/pose_in', '/agree/pose_out', 'agree_stabilizer'
+
+
+def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain, tmp_path):
+    """One stream with bad rows, a short dropout and a 2 s stamp gap (the case where the
+    node and `camstab smooth` used to disagree): the node's outputs over real DDS equal
+    the file `camstab smooth` writes, to the precision of the file."""
+    proc = start(node_command('stabilizer') + ros_arguments(
+        PARAMS_FILE, {'method': 'one_euro', 'publish_tf': 'false'},
+        {'pose_in': AGREE_IN, 'pose_out': AGREE_OUT, '__node': AGREE_NODE}),
+        module_ros_domain.env(), tmp_path / f'{AGREE_NODE}.log')
+    outputs = []
+    ros.node.create_subscription(PoseStamped, AGREE_OUT, outputs.append, QoSProfile(depth=1000))
+    publisher = ros.node.create_publisher(PoseStamped, AGREE_IN, 10)
+    try:
+        probe = 0
+        while not outputs:  # discovery: the first messages can be lost
+            assert probe < 300, 'the stabiliser never answered'
+            publisher.publish(make_pose_stamped(sec_to_stamp(10.0 + 0.01 * probe), 'world',
+                                                [0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]))
+            ros.spin_for(0.05)
+            probe += 1
+        ros.spin_for(1.0)  # past dropout_timeout_s: the node resets before the stream
+        outputs.clear()
+        take = simulate('handheld', seconds=5.0, rate_hz=60.0, seed=9)
+        t, p, q = take.t + 100.0, take.noisy_p.copy(), take.noisy_q.copy()
+        p[20] = np.nan
+        q[40] = 0.0
+        keep = np.ones(len(t), dtype=bool)
+        keep[60:70] = False                     # a dropout shorter than the timeout
+        t[150:] += 2.0                          # a 2 s gap
+        t, p, q = t[keep], p[keep], q[keep]
+        for i in range(len(t)):
+            if i and t[i] - t[i - 1] > 1.0:
+                ros.spin_for(1.0)               # the stream pauses as its stamps do
+            publisher.publish(make_pose_stamped(sec_to_stamp(t[i]), 'world', p[i], q[i]))
+            ros.spin_for(0.01)
+        ros.spin_until(lambda: len(outputs) >= len(t) - 2, what='every valid output')
+        noisy = tmp_path / 'noisy.tum'
+        write_trajectory(noisy, t, p, q)
+        smoothed = tmp_path / 'smoothed.tum'
+        result = subprocess.run([sys.executable, '-m', 'camstab_ros.cli', 'smooth', '--method',
+                                 'one_euro', str(noisy), str(smoothed)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        offline = read_trajectory(smoothed)
+    finally:
+        stop(proc)
+    valid = [i for i in range(len(t)) if i not in (20, 40)]
+    node_t = np.array([pose_stamped_to_arrays(m)[0] for m in outputs])
+    np.testing.assert_allclose(node_t, t[valid], rtol=0, atol=1e-6)
+    node_p = np.array([pose_stamped_to_arrays(m)[1] for m in outputs])
+    node_q = np.array([pose_stamped_to_arrays(m)[2] for m in outputs])
+    # TUM text holds 9 decimals.
+    np.testing.assert_allclose(node_p, offline.p[valid], rtol=0, atol=2e-9)
+    np.testing.assert_allclose(np.abs(np.sum(node_q * offline.q[valid], axis=1)), 1.0,
+                               rtol=0, atol=1e-9)
 
 
 def test_nodes_exit_zero_on_sigint(ros):
@@ -464,13 +524,13 @@ def test_invalid_start_up_configuration_exits_2_with_the_reason(
 
 
 def demo_args(tmp_path, domain_id, seconds):
-    parser = demo.configure_parser(argparse.ArgumentParser())
+    parser = demo.configure_demo(argparse.ArgumentParser())
     return parser.parse_args(['--seconds', str(seconds), '--out', str(tmp_path / 'demo'),
                               '--domain-id', str(domain_id)])
 
 
 def test_demo_writes_table_plot_and_bag_of_the_three_topics(tmp_path, ros_domain, capsys):
-    assert demo.run(demo_args(tmp_path, ros_domain.domain_id, 3)) == 0
+    assert demo.run_demo(demo_args(tmp_path, ros_domain.domain_id, 3)) == 0
     out = tmp_path / 'demo'
     printed = capsys.readouterr().out
     assert '| stabilized |' in printed and 'latency p50' in printed  # table and live lines
@@ -494,9 +554,9 @@ def test_demo_writes_table_plot_and_bag_of_the_three_topics(tmp_path, ros_domain
 
 
 def test_demo_stops_its_nodes_on_ctrl_c(tmp_path, ros_domain_env):
-    code = ('import argparse, sys; from camstab_ros import demo; '
-            'p = demo.configure_parser(argparse.ArgumentParser()); '
-            'sys.exit(demo.run(p.parse_args(sys.argv[1:])))')
+    code = ('import argparse, sys; from camstab_ros.tools import demo; '
+            'p = demo.configure_demo(argparse.ArgumentParser()); '
+            'sys.exit(demo.run_demo(p.parse_args(sys.argv[1:])))')
     proc = subprocess.Popen(
         [sys.executable, '-c', code, '--seconds', '60', '--out', str(tmp_path / 'demo'),
          '--domain-id', ros_domain_env['ROS_DOMAIN_ID']],

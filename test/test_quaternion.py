@@ -1,8 +1,7 @@
+from camstab_ros.core import quaternion as quat
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
-
-from camstab_ros.core import quaternion as quat
 
 
 def random_quats(n, seed=0):

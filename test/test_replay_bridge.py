@@ -1,20 +1,20 @@
 """`camstab replay` -> `freed_bridge` -> a UDP listener, over real UDP on 127.0.0.1."""
+from pathlib import Path
 import queue
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
-import pytest
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.io import freed
 from camstab_ros.io.mosys_f4 import f4_to_freed, f4_to_pose, read_f4
 from camstab_ros.io.udp import UdpReceiver
-from camstab_ros.replay import ReplayError, load_frames, replay
+from camstab_ros.tools.replay import load_frames, replay, ReplayError
+import numpy as np
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 F4_TAKE = ROOT.parent / 'shared' / 'data' / 'real' / 'mosys_startracker_A003_C001_01.f4'
@@ -108,7 +108,7 @@ def test_mosys_take_through_replay_and_bridge_arrives_whole_and_in_order(ros_dom
     sock = listener()
     bridge, port = start_bridge(ros_domain_env, sock.getsockname()[1], 'method:=passthrough')
     try:
-        replay = Process(['-m', 'camstab_ros.replay', '--format', 'f4', str(F4_TAKE),
+        replay = Process(['-m', 'camstab_ros.cli', 'replay', '--format', 'f4', str(F4_TAKE),
                           '--to', f'127.0.0.1:{port}', '--rate-factor', '10'], ros_domain_env)
         got = receive(sock, len(take), timeout=10.0)
         assert replay.wait() == 0, ''.join(replay.output)
@@ -201,7 +201,7 @@ def test_receiver_bounds_a_flood_and_counts_overflow_and_strangers():
 
 
 def run_replay(*args):
-    return subprocess.run([sys.executable, '-m', 'camstab_ros.replay', *args], cwd=ROOT,
+    return subprocess.run([sys.executable, '-m', 'camstab_ros.cli', 'replay', *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
 
 

@@ -1,11 +1,11 @@
 """rosbag2 writing and reading through `rosbags` (camstab_ros.io.rosbag)."""
-import numpy as np
-import pytest
-from geometry_msgs.msg import PoseStamped
-from rclpy.serialization import deserialize_message, serialize_message
-
 from camstab_ros.io import rosbag
 from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp
+from geometry_msgs.msg import PoseStamped
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
+
 
 P = np.array([0.5, -1.0, 1.5])
 Q = np.array([0.0, 0.0, np.sin(0.2), np.cos(0.2)])

@@ -1,15 +1,15 @@
 """Camera-motion scenarios and the tracker-noise model (camstab_ros.core.simulation)."""
 from dataclasses import fields
 
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.metrics import still_steps
+from camstab_ros.core.simulation import (add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate,
+                                         simulate_truth, Take, TrackerNoise)
 import numpy as np
 import pytest
 from scipy import signal
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core.metrics import still_steps
-from camstab_ros.core.simulation import (
-    NOISE_PRESETS, SCENARIOS, Take, TrackerNoise, add_tracker_noise, simulate, simulate_truth)
 
 QUIET = TrackerNoise(pos_sigma_m=0.0, rot_sigma_deg=0.0)
 

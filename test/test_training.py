@@ -1,21 +1,19 @@
 """A tiny real tf-keras training run end to end: dataset -> fit -> export -> runtime."""
 import json
-import sys
 
+from camstab_ros.core import learned, learned_features, lstm_model
+from camstab_ros.core.methods import make_smoother
+from camstab_ros.core.simulation import simulate
 import numpy as np
 import pytest
 
-from camstab_ros.core import learned, make_smoother
-from camstab_ros.core.simulation import simulate
-from helpers import PROJECT
 
 pytest.importorskip('tf_keras')
-sys.path.insert(0, str(PROJECT / 'training'))
 
 
 @pytest.mark.parametrize('method', ('hybrid', 'lstm'))
 def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tmp_path):
-    import train
+    from training import train
     out = tmp_path / method
     # 6 takes cut into 64-frame windows, batch 8: ~30 steps per epoch, 8 epochs.
     status = train.main(['--model', method, '--out', str(out), '--train-takes', '6',
@@ -23,9 +21,9 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
                          '--batch', '8', '--epochs', '8', '--patience', '8',
                          '--metric-seconds', '2'])
     assert status == 0
-    card = json.loads((out / learned.CARD_FILE).read_text())
-    assert card['method'] == method and card['card_version'] == learned.CARD_VERSION
-    assert card['weights']['sha256'] == learned.sha256_of(out / 'weights.npz')
+    card = json.loads((out / lstm_model.CARD_FILE).read_text())
+    assert card['method'] == method and card['card_version'] == lstm_model.CARD_VERSION
+    assert card['weights']['sha256'] == lstm_model.sha256_of(out / 'weights.npz')
     assert card['training']['epochs_run'] >= 1
     assert set(card['metrics']) >= {'validation', 'test'}
     assert (card['kalman'] is not None) == (method == 'hybrid')
@@ -37,6 +35,6 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     _, p, q = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
     assert p.shape == take.noisy_p.shape and np.all(np.isfinite(p)) and np.all(np.isfinite(q))
     # The network does correct: the output differs from its uncorrected base.
-    base = take.noisy_p if method == 'lstm' else learned.kalman_pass(
-        learned.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)[0]
+    base = take.noisy_p if method == 'lstm' else learned_features.kalman_pass(
+        lstm_model.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)[0]
     assert np.max(np.abs(p - base)) > 0.0

@@ -1,8 +1,7 @@
+from camstab_ros.io.trajectory import read_trajectory, TrajectoryError, write_trajectory
+from helpers import moving_take, shared_file
 import numpy as np
 import pytest
-
-from camstab_ros.io.trajectory import TrajectoryError, read_trajectory, write_trajectory
-from helpers import moving_take, shared_file
 
 
 @pytest.mark.parametrize('suffix', ['.tum', '.txt', '.csv'])

@@ -1,9 +1,9 @@
 """The tuned defaults do the job on stage: still shots stop floating, moves stay accurate."""
+from camstab_ros.core.methods import make_smoother
+from camstab_ros.core.metrics import evaluate
+from camstab_ros.core.simulation import simulate, TrackerNoise
 import pytest
 
-from camstab_ros.core import make_smoother
-from camstab_ros.core.metrics import evaluate
-from camstab_ros.core.simulation import TrackerNoise, simulate
 
 WHITE_NOISE = TrackerNoise(pos_sigma_m=0.0005, rot_sigma_deg=0.02)
 

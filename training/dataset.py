@@ -9,19 +9,19 @@ rotation (trackers differ in body-axis conventions, e.g. optical z-forward frame
 features are in the body frame, so this teaches the network motion along every axis.
 Half of the takes are also played faster (see MAX_SPEED_UP).
 Features and targets are those of the runtime
-(camstab_ros.core.learned), so training and inference cannot drift apart. Seeds come from
+(camstab_ros.core.learned_features), so training and inference cannot drift apart. Seeds come from
 training/splits.py; the test split is only used by evaluate.py.
 """
-import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+import math
 
+from camstab_ros.core import learned_features
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.simulation import SCENARIOS, simulate, TrackerNoise
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.core import learned
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core.simulation import SCENARIOS, TrackerNoise, simulate
 
 RATES_HZ = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 100.0, 120.0, 240.0)
 FRAMES_PER_TAKE = 2400
@@ -80,14 +80,14 @@ def simulate_take(seed):
 def take_arrays(method, take, kalman_params=None):
     """(features (N, F), targets (N, 6)) of a simulated take for `method`."""
     if method == 'hybrid':
-        est_p, est_v, est_q, rate, dt, restarted = learned.kalman_pass(
+        est_p, est_v, est_q, rate, dt, restarted = learned_features.kalman_pass(
             kalman_params, take.t, take.noisy_p, take.noisy_q)
-        features = learned.hybrid_features(take.noisy_p, take.noisy_q, est_p, est_v, est_q,
+        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, est_p, est_v, est_q,
                                            rate, dt, restarted)
-        targets = learned.hybrid_targets(take.truth_p, take.truth_q, est_p, est_q)
+        targets = learned_features.hybrid_targets(take.truth_p, take.truth_q, est_p, est_q)
     else:
-        features = learned.lstm_features(take.t, take.noisy_p, take.noisy_q)
-        targets = learned.lstm_targets(take.truth_p, take.truth_q, take.noisy_p,
+        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
+        targets = learned_features.lstm_targets(take.truth_p, take.truth_q, take.noisy_p,
                                        take.noisy_q)
     return features, targets
 
@@ -140,7 +140,7 @@ def normalisation(x, y, weight):
     low, high = np.percentile(f, [16, 84], axis=0)
     std = np.maximum((high - low) / 2.0, 1e-6)
     mean = np.zeros(f.shape[1])
-    if f.shape[1] == len(learned.HYBRID_FEATURES):
+    if f.shape[1] == len(learned_features.HYBRID_FEATURES):
         mean[12] = np.median(f[:, 12])
         mean[13], std[13] = 0.0, 1.0
     else:

@@ -1,6 +1,6 @@
 """Evaluate every smoother on the held-out synthetic test split and on real recorded motion.
 
-    .venv/bin/python training/evaluate.py [--takes 3] [--out docs/evaluation.md]
+    .venv/bin/python -m training.evaluate [--takes 3] [--out docs/evaluation.md]
 
 Writes markdown tables (and the same figures as JSON next to them) and the README figures
 in docs/figures/. Methods run exactly as `camstab evaluate` runs them (validation, then
@@ -8,26 +8,22 @@ update() pose by pose; offline rts via smooth()), with their current default par
 and the shipped models. Synthetic takes use the test seeds of training/splits.py only.
 """
 import argparse
+from concurrent.futures import ProcessPoolExecutor
 import json
 import math
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+import sys
 
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.evaluation import evaluate_methods, run_take
+from camstab_ros.core.metrics import evaluate, lag_seconds, METRIC_NAMES
+from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate
+from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
+from training import dataset
+from training.splits import TEST_SEEDS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dataset  # noqa: E402
-from splits import TEST_SEEDS  # noqa: E402
-
-from camstab_ros.cli import evaluate_methods  # noqa: E402
-from camstab_ros.core import make_smoother  # noqa: E402
-from camstab_ros.core import quaternion as quat  # noqa: E402
-from camstab_ros.core.metrics import METRIC_NAMES, evaluate, lag_seconds  # noqa: E402
-from camstab_ros.core.simulation import (  # noqa: E402
-    NOISE_PRESETS, SCENARIOS, add_tracker_noise, simulate)
-from camstab_ros.io.trajectory import Trajectory, read_trajectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / 'shared' / 'data' / 'real'
@@ -51,6 +47,7 @@ SWEEPS = [
 ]
 
 
+
 def _run(args):
     """Metrics of every method on one synthetic test take."""
     kind, scenario, seed = args
@@ -59,8 +56,8 @@ def _run(args):
     else:
         take = dataset.simulate_take(seed)
         scenario = take.scenario
-    traj = Trajectory(take.t, take.noisy_p, take.noisy_q)
-    return scenario, evaluate_methods(METHODS, traj, take.truth_p, take.truth_q)
+    return scenario, evaluate_methods(METHODS, take.t, take.noisy_p, take.noisy_q,
+                                      take.truth_p, take.truth_q)
 
 
 def _mean(results):
@@ -96,7 +93,8 @@ def _sweep_point(args):
     values = []
     for scenario, seed in zip(SCENARIOS, seeds):
         take = simulate(scenario, seconds=SECONDS, rate_hz=RATE_HZ, seed=seed)
-        _, p, q = make_smoother(method, **params).smooth(take.t, take.noisy_p, take.noisy_q)
+        result = run_take(method, take.t, take.noisy_p, take.noisy_q, params)
+        p, q = result.p, result.q
         values.append(evaluate(take.t, p, q, take.truth_p, take.truth_q))
     return label, params, {c: float(np.nanmean([v[c] for v in values]))
                            for c in METRIC_NAMES}
@@ -121,8 +119,8 @@ def real_tum_noise(seed):
     rows = {}
     for level in REAL_NOISE:
         take = add_tracker_noise(truth.t, truth.p, q, NOISE_PRESETS[level], seed)
-        traj = Trajectory(take.t, take.noisy_p, take.noisy_q)
-        rows[level] = evaluate_methods(METHODS, traj, take.truth_p, take.truth_q)
+        rows[level] = evaluate_methods(METHODS, take.t, take.noisy_p, take.noisy_q,
+                                       take.truth_p, take.truth_q)
     return rows
 
 
@@ -141,7 +139,7 @@ def real_tum_slam():
     rotation, shift = _umeyama(p, truth_p)
     p = rotation.apply(p) + shift
     q = (rotation * Rotation.from_quat(q)).as_quat()
-    rows = evaluate_methods(METHODS, Trajectory(t, p, q), truth_p, truth_q)
+    rows = evaluate_methods(METHODS, t, p, q, truth_p, truth_q)
     info = {'poses': int(len(t)), 'rate_hz': float(1.0 / np.median(np.diff(t))),
             'rmse_before_alignment_mm': before,
             'alignment_rotation_deg': float(np.degrees(rotation.magnitude())),
@@ -166,13 +164,15 @@ def real_mosys():
     q = quat.make_continuous(quat.normalize(np.array([pose[1] for pose in poses])))
     keep = np.r_[True, np.diff(t) > 0]
     t, p, q = t[keep], p[keep], q[keep]
-    _, ref_p, ref_q = make_smoother('rts').smooth(t, p, q)
+    result = run_take('rts', t, p, q)
+    ref_p, ref_q = result.p, result.q
     rows = {}
     raw = None
     for method in METHODS:
         if method == 'rts':
             continue
-        _, est_p, est_q = make_smoother(method).smooth(t, p, q)
+        result = run_take(method, t, p, q)
+        est_p, est_q = result.p, result.q
         err = est_p - ref_p
         jitter_mm = float(np.sqrt(np.mean(np.sum(np.diff(err, axis=0) ** 2, axis=1))) * 1e3)
         err_q = quat.multiply(quat.conjugate(ref_q), est_q)
@@ -240,7 +240,8 @@ def figures(standard, sweep, out_dir, example_seed):
     fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
     speed = np.linalg.norm(np.gradient(take.truth_p, take.t, axis=0), axis=1)
     for method in ('passthrough', 'kalman', 'one_euro', 'lstm', 'hybrid', 'rts'):
-        _, p, _ = make_smoother(method).smooth(take.t, take.noisy_p, take.noisy_q)
+        result = run_take(method, take.t, take.noisy_p, take.noisy_q)
+        p, _ = result.p, result.q
         error = np.linalg.norm(p - take.truth_p, axis=1) * 1e3
         axes[0].plot(take.t, error, lw=0.8 if method != 'hybrid' else 1.4,
                      color=colours[method], label=method,

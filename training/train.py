@@ -1,6 +1,6 @@
 """Train the `lstm` or `hybrid` model with tf-keras and export it for the NumPy runtime.
 
-    .venv/bin/python training/train.py --model hybrid [--out models/hybrid]
+    .venv/bin/python -m training.train --model hybrid [--out models/hybrid]
 
 Generates the training and validation takes (training/dataset.py, seeds from
 training/splits.py), trains with fixed seeds, early stopping on the validation loss and a
@@ -12,20 +12,19 @@ import argparse
 import datetime
 import json
 import os
+from pathlib import Path
 import platform
 import random
 import sys
 import time
-from pathlib import Path
 
+from camstab_ros.core import learned, learned_features, lstm_model
+from camstab_ros.core.kalman import KALMAN_PARAMS
+from camstab_ros.core.methods import smoother_class
 import numpy as np
+from training import dataset
+from training.splits import TEST_SEEDS, TRAIN_SEEDS, VALIDATION_SEEDS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dataset  # noqa: E402
-from splits import TEST_SEEDS, TRAIN_SEEDS, VALIDATION_SEEDS  # noqa: E402
-
-from camstab_ros.core import learned, smoother_class  # noqa: E402
-from camstab_ros.core.kalman import KALMAN_PARAMS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The hybrid's Kalman stage: smoother than the tuned `kalman` on moves (fixed, low process
@@ -59,7 +58,7 @@ def build_keras_model(keras, input_size, units):
     x = inputs
     for k, n in enumerate(units):
         x = keras.layers.LSTM(n, return_sequences=True, name=f'lstm_{k}')(x)
-    outputs = keras.layers.Dense(len(learned.TARGETS), name='dense')(x)
+    outputs = keras.layers.Dense(len(learned_features.TARGETS), name='dense')(x)
     return keras.Model(inputs, outputs)
 
 
@@ -92,32 +91,30 @@ def export(keras_model, out, card):
             arrays.update({'dense/kernel': kernel, 'dense/bias': bias})
     weights = out / 'weights.npz'
     np.savez_compressed(weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
-    card['weights'] = {'file': weights.name, 'sha256': learned.sha256_of(weights),
+    card['weights'] = {'file': weights.name, 'sha256': lstm_model.sha256_of(weights),
                        'arrays': {k: list(v.shape) for k, v in arrays.items()},
                        'dtype': 'float32'}
     write_card(out, card)
 
 
 def write_card(out, card):
-    (out / learned.CARD_FILE).write_text(json.dumps(card, indent=2) + '\n')
+    (out / lstm_model.CARD_FILE).write_text(json.dumps(card, indent=2) + '\n')
 
 
 def model_metrics(model_dir, method, seeds, seconds):
     """Mean DESIGN.md metrics of the exported model (run by the runtime, streaming) and of
     passthrough on one take per scenario (default tracker noise, 60 Hz)."""
-    from camstab_ros.core import make_smoother
-    from camstab_ros.core.metrics import METRIC_NAMES, evaluate
+    from camstab_ros.core.evaluation import run_take
+    from camstab_ros.core.metrics import evaluate, METRIC_NAMES
     from camstab_ros.core.simulation import SCENARIOS, simulate
-    from camstab_ros.core.smoother import stack
     rows = {method: [], 'passthrough': []}
     for scenario, seed in zip(SCENARIOS, seeds):
         take = simulate(scenario, seconds=seconds, rate_hz=METRIC_RATE_HZ, seed=seed)
         for name in rows:
             params = {'model_path': str(model_dir)} if name == method else {}
-            smoother = make_smoother(name, **params)
-            _, p, q = stack([smoother.update(*row) for row in
-                             zip(take.t, take.noisy_p, take.noisy_q)])
-            rows[name].append(evaluate(take.t, p, q, take.truth_p, take.truth_q))
+            result = run_take(name, take.t, take.noisy_p, take.noisy_q, params, timed=True)
+            rows[name].append(evaluate(take.t, result.p, result.q, take.truth_p,
+                                     take.truth_q))
     return {name: {m: float(np.nanmean([r[m] for r in values])) for m in METRIC_NAMES}
             for name, values in rows.items()}
 
@@ -172,7 +169,7 @@ def main(argv=None):
     caps = smoother_class(args.model).PARAMS
 
     def prepare(features, targets, weight):
-        z = np.clip((features - mean) / std, -learned.FEATURE_CLIP, learned.FEATURE_CLIP)
+        z = np.clip((features - mean) / std, -learned_features.FEATURE_CLIP, learned_features.FEATURE_CLIP)
         # The runtime caps every correction: train towards what it can apply.
         targets = learned.cap_corrections(targets, caps['max_correction_mm'].default,
                                           caps['max_correction_deg'].default)[0]
@@ -206,23 +203,23 @@ def main(argv=None):
                    Budget()])
     train_s = time.time() - started
 
-    feature_spec = learned.HYBRID_FEATURES if args.model == 'hybrid' else learned.LSTM_FEATURES
+    feature_spec = learned_features.HYBRID_FEATURES if args.model == 'hybrid' else learned_features.LSTM_FEATURES
     card = {
-        'format': learned.CARD_FORMAT,
-        'card_version': learned.CARD_VERSION,
+        'format': lstm_model.CARD_FORMAT,
+        'card_version': lstm_model.CARD_VERSION,
         'method': args.model,
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'architecture': {'type': 'lstm', 'lstm_units': units,
-                         'input_size': len(feature_spec), 'output_size': len(learned.TARGETS),
+                         'input_size': len(feature_spec), 'output_size': len(learned_features.TARGETS),
                          'activation': 'tanh', 'recurrent_activation': 'sigmoid',
                          'gate_order': 'i, f, c, o (Keras)', 'output': 'linear dense'},
         'features': {'names': [n for n, _ in feature_spec], 'units': [u for _, u in feature_spec],
-                     'definition': learned.FEATURE_DEFINITIONS[args.model],
+                     'definition': learned_features.FEATURE_DEFINITIONS[args.model],
                      'mean': mean.tolist(), 'std': std.tolist(),
-                     'clip': learned.FEATURE_CLIP},
-        'targets': {'names': [n for n, _ in learned.TARGETS],
-                    'units': [u for _, u in learned.TARGETS],
-                    'definition': learned.TARGET_DEFINITIONS[args.model],
+                     'clip': learned_features.FEATURE_CLIP},
+        'targets': {'names': [n for n, _ in learned_features.TARGETS],
+                    'units': [u for _, u in learned_features.TARGETS],
+                    'definition': learned_features.TARGET_DEFINITIONS[args.model],
                     'scale': scale.tolist()},
         'kalman': kalman,
         'supported_rates_hz': [min(dataset.RATES_HZ), max(dataset.RATES_HZ)],
@@ -259,7 +256,7 @@ def main(argv=None):
     }
     card['training']['total_seconds'] = round(time.time() - started, 1)
     write_card(out, card)
-    learned.load_model(out, args.model)
+    lstm_model.load_model(out, args.model)
     for split in ('validation', 'test'):
         m = card['metrics'][split]
         print(f'{split}: ' + ', '.join(

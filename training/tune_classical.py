@@ -10,27 +10,25 @@ The search is a log-spaced grid followed by Nelder-Mead on log10 of the paramete
 quadratic penalties on the constraint excesses. Where no setting meets both constraints
 (ema), the result is the compromise the penalties pick, and the script says so.
 
-    .venv/bin/python training/tune_classical.py [--methods ema,one_euro,kalman] [--json F]
+    .venv/bin/python -m training.tune_classical [--methods ema,one_euro,kalman] [--json F]
 
 Prints the tuned values; they are the PARAMS defaults in camstab_ros/core (see README).
 """
 import argparse
+from concurrent.futures import ProcessPoolExecutor
 import itertools
 import json
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+import sys
 
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.evaluation import run_take
+from camstab_ros.core.metrics import error_metrics, lag_seconds
+from camstab_ros.core.simulation import SCENARIOS, simulate
 import numpy as np
 from scipy.optimize import minimize
+from training.splits import TRAIN_SEEDS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from splits import TRAIN_SEEDS  # noqa: E402
-
-from camstab_ros.core import make_smoother  # noqa: E402
-from camstab_ros.core.metrics import error_metrics, lag_seconds  # noqa: E402
-from camstab_ros.core.simulation import SCENARIOS, simulate  # noqa: E402
-from camstab_ros.core import quaternion as quat  # noqa: E402
 
 MAX_LAG_S = 1.0 / 60.0
 RATE_HZ = 60.0
@@ -67,10 +65,12 @@ def tuning_takes():
     return takes
 
 
+
 def score_take(args):
     """(RMSE, lag in s, still-jitter ratio to the raw input) of one component on a take."""
     method, params, component, take = args
-    _, p, q = make_smoother(method, **params).smooth(take.t, take.noisy_p, take.noisy_q)
+    result = run_take(method, take.t, take.noisy_p, take.noisy_q, params)
+    p, q = result.p, result.q
     if component == 'position':
         rmse = np.sqrt(np.mean(np.sum((p - take.truth_p) ** 2, axis=1))) * 1e3
     else:

@@ -7,13 +7,12 @@ timestamps, so variable frame intervals are handled exactly.
 """
 import math
 
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.params import ParamSpec
+from camstab_ros.core.smoother import Estimate, Smoother
 import numpy as np
 
-from camstab_ros.core import quaternion as quat
-from camstab_ros.core.smoother import Estimate, ParamSpec, Smoother, register
 
-
-@register
 class Passthrough(Smoother):
     name = 'passthrough'
     description = 'no smoothing (baseline)'
@@ -25,7 +24,6 @@ class Passthrough(Smoother):
         return Estimate(t, position.copy(), quaternion)
 
 
-@register
 class ExponentialMovingAverage(Smoother):
     name = 'ema'
     description = 'exponential moving average, slerp for orientation'
@@ -67,7 +65,6 @@ def _one_euro_alpha(dt, cutoff_hz):
     return 1.0 / (1.0 + tau / dt)
 
 
-@register
 class OneEuro(Smoother):
     """One Euro filter (Casiez, Roussel, Vogel, CHI 2012): the cutoff rises with speed.
 

@@ -29,14 +29,15 @@ fixed_lag and rts add a Rauch-Tung-Striebel backward pass to the same forward pa
 stops at every restart (of either group), so a take is smoothed as independent segments
 and nothing is smeared across a jump.
 """
-import math
 from collections import deque
-
-import numpy as np
-from filterpy.common import Q_continuous_white_noise
+import math
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.smoother import Estimate, ParamSpec, Smoother, register, stack
+from camstab_ros.core.params import ParamSpec
+from camstab_ros.core.smoother import Estimate, Smoother, stack
+from filterpy.common import Q_continuous_white_noise
+import numpy as np
+
 
 POS, ROT = 0, 1
 MODEL_ORDER = {'cv': 2, 'ca': 3}
@@ -290,7 +291,6 @@ def _rts_backward(gain, increment, P_f=None, P_pred=None):
     return c, P_s
 
 
-@register
 class Kalman(Smoother):
     name = 'kalman'
     description = ('constant-velocity / constant-acceleration Kalman filter with outlier '
@@ -323,7 +323,6 @@ class _Frame:
             self.increment, self.P_pred = kf.increment, kf.P_pred
 
 
-@register
 class FixedLagKalman(Smoother):
     name = 'fixed_lag'
     description = ('Kalman filter + fixed-lag RTS smoothing: each estimate uses delay_frames '
@@ -366,7 +365,6 @@ class FixedLagKalman(Smoother):
                 for k, f in enumerate(frames[:count])]
 
 
-@register
 class RauchTungStriebel(Smoother):
     name = 'rts'
     causal = False

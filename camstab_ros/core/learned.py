@@ -26,400 +26,22 @@ reporting it in `model_status`. A non-finite network output is ignored for that 
 reset; in `smooth()` the rest of that chunk stays uncorrected) and counted in
 `nonfinite_outputs`.
 """
-import hashlib
-import json
 import logging
 import math
-from pathlib import Path
-
-import numpy as np
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import KALMAN_PARAMS, POS, ROT, Kalman, PoseKalmanFilter
-from camstab_ros.core.smoother import (
-    Estimate, ParameterError, ParamSpec, Smoother, SmootherStats, register)
+from camstab_ros.core.kalman import Kalman, POS, PoseKalmanFilter, ROT
+from camstab_ros.core.learned_features import (columns, hybrid_features, kalman_pass,
+                                               lstm_features, rotate)
+from camstab_ros.core.lstm_model import (default_model_dir, kalman_params, load_model, ModelError,
+                                         run_chunked)
+from camstab_ros.core.params import ParamSpec
+from camstab_ros.core.smoother import Estimate, Smoother
+import numpy as np
+
 
 log = logging.getLogger(__name__)
 
-CARD_FORMAT = 'camstab-model-card'
-CARD_VERSION = 1
-CARD_FILE = 'model_card.json'
-FEATURE_CLIP = 8.0
-CHUNK_FRAMES = 8192
-WARMUP_FRAMES = 1024
-# Time steps per input projection in the batched LSTM (bounds temporary memory).
-PROJECTION_STEPS = 512
-
-HYBRID_FEATURES = (
-    ('residual_x', 'mm'), ('residual_y', 'mm'), ('residual_z', 'mm'),
-    ('residual_rx', 'deg'), ('residual_ry', 'deg'), ('residual_rz', 'deg'),
-    ('velocity_x', 'm/s'), ('velocity_y', 'm/s'), ('velocity_z', 'm/s'),
-    ('rate_x', 'deg/s'), ('rate_y', 'deg/s'), ('rate_z', 'deg/s'),
-    ('dt', 'ms'), ('restarted', '1'))
-LSTM_FEATURES = (
-    ('step_x', 'mm'), ('step_y', 'mm'), ('step_z', 'mm'),
-    ('step_rx', 'deg'), ('step_ry', 'deg'), ('step_rz', 'deg'), ('dt', 'ms'))
-# Card unit per SI unit (m, rad, s) of each feature unit.
-SI_PER_UNIT = {'mm': 1e3, 'deg': math.degrees(1.0), 'm/s': 1.0, 'deg/s': math.degrees(1.0),
-               'ms': 1e3, '1': 1.0}
-TARGETS = (('correction_x', 'mm'), ('correction_y', 'mm'), ('correction_z', 'mm'),
-           ('correction_rx', 'deg'), ('correction_ry', 'deg'), ('correction_rz', 'deg'))
-FEATURE_DEFINITIONS = {
-    'hybrid': ('Kalman filter (card "kalman") stepped on the measurement, then, in the '
-               'body frame of the filtered orientation q_f: residual = R(q_f)^T (p_meas - '
-               'p_f) in mm; rotation residual = log(q_f^-1 q_meas) in deg; velocity = '
-               'R(q_f)^T v_f in m/s; rate = the filter angular rate (body) in deg/s; dt = '
-               'time since the previous measurement in ms (0 at the first); restarted = 1 '
-               'when the filter (re)started a group at this measurement. Standardised '
-               '(x - mean) / std, clipped to +-clip.'),
-    'lstm': ('In the body frame of the previous measurement q_(k-1): step = R(q_(k-1))^T '
-             '(p_k - p_(k-1)) in mm; rotation step = log(q_(k-1)^-1 q_k) in deg; dt in ms '
-             '(all 0 at the first measurement). Standardised (x - mean) / std, clipped to '
-             '+-clip.'),
-}
-TARGET_DEFINITIONS = {
-    'hybrid': ('correction to the Kalman estimate in its body frame: R(q_f)^T (p_true - '
-               'p_f) in mm, log(q_f^-1 q_true) in deg; the network outputs target / scale'),
-    'lstm': ('correction to the measurement in its body frame: R(q_k)^T (p_true - p_k) in '
-             'mm, log(q_k^-1 q_true) in deg; the network outputs target / scale'),
-}
-
-
-class ModelError(Exception):
-    """A model file that is missing, corrupt or incompatible with this runtime."""
-
-
-# --- rotations written once for floats and NumPy arrays ------------------------------
-
-def rotate(q, v, inverse=False):
-    """R(q) v, or R(q)^T v when inverse, for q = (x, y, z, w) and v = (x, y, z): floats or
-    arrays of the same shape per component."""
-    qx, qy, qz, qw = q
-    if inverse:
-        qx, qy, qz = -qx, -qy, -qz
-    vx, vy, vz = v
-    # v + 2 w (u x v) + 2 u x (u x v), with u = (qx, qy, qz)
-    cx = qy * vz - qz * vy
-    cy = qz * vx - qx * vz
-    cz = qx * vy - qy * vx
-    return (vx + 2.0 * (qw * cx + qy * cz - qz * cy),
-            vy + 2.0 * (qw * cy + qz * cx - qx * cz),
-            vz + 2.0 * (qw * cz + qx * cy - qy * cx))
-
-
-def _columns(a):
-    return tuple(np.asarray(a, dtype=float).T)
-
-
-# --- the NumPy LSTM ------------------------------------------------------------------
-
-class LstmNetwork:
-    """Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear
-    output layer, from arrays named lstm_<k>/kernel, lstm_<k>/recurrent_kernel,
-    lstm_<k>/bias, dense/kernel, dense/bias."""
-
-    def __init__(self, arrays, layers):
-        self.layers = []
-        for k in range(layers):
-            w, u, b = (np.asarray(arrays[f'lstm_{k}/{n}'], dtype=float)
-                       for n in ('kernel', 'recurrent_kernel', 'bias'))
-            self.layers.append((w, u, b, np.vstack([w, u])))
-        self.dense_w = np.asarray(arrays['dense/kernel'], dtype=float)
-        self.dense_b = np.asarray(arrays['dense/bias'], dtype=float)
-        units = [u.shape[0] for _, u, _, _ in self.layers]
-        # sigmoid(z) = 0.5 + 0.5 tanh(z / 2): one tanh over all four gates per step.
-        self._gate_scale = [np.repeat([0.5, 0.5, 1.0, 0.5], n) for n in units]
-        self._gate_offset = [np.repeat([0.5, 0.5, 0.0, 0.5], n) for n in units]
-        self.units = units
-
-    def initial_state(self, batch=None):
-        shape = (lambda n: (n,)) if batch is None else (lambda n: (batch, n))
-        return [(np.zeros(shape(n)), np.zeros(shape(n))) for n in self.units]
-
-    def step(self, x, state):
-        """One time step: x (features,) -> (output (targets,), new state)."""
-        new_state = []
-        for (_, _, b, wu), (h, c), scale, offset in zip(
-                self.layers, state, self._gate_scale, self._gate_offset):
-            n = h.shape[-1]
-            z = np.concatenate([x, h]) @ wu
-            z += b
-            g = np.tanh(z * scale) * scale + offset
-            c = g[n:2 * n] * c + g[:n] * g[2 * n:3 * n]
-            x = g[3 * n:] * np.tanh(c)
-            new_state.append((x, c))
-        return x @ self.dense_w + self.dense_b, new_state
-
-    def run(self, x, state=None):
-        """A batch of sequences x (batch, steps, features) from `state` (zero by default)
-        -> outputs (batch, steps, targets)."""
-        batch, steps, _ = x.shape
-        state = state or self.initial_state(batch)
-        for (w, u, b, _), (h, c), scale, offset in zip(
-                self.layers, state, self._gate_scale, self._gate_offset):
-            n = u.shape[0]
-            out = np.empty((steps, batch, n))
-            h, c = h.copy(), c.copy()
-            z = np.empty((batch, 4 * n))
-            cell = np.empty((batch, n))
-            # Time-major and in place: this loop is the whole cost of the batched path.
-            for start in range(0, steps, PROJECTION_STEPS):
-                stop = min(start + PROJECTION_STEPS, steps)
-                projected = np.ascontiguousarray((x[:, start:stop] @ w + b).swapaxes(0, 1))
-                for k in range(stop - start):
-                    np.matmul(h, u, out=z)
-                    z += projected[k]
-                    z *= scale
-                    np.tanh(z, out=z)
-                    z *= scale
-                    z += offset
-                    c *= z[:, n:2 * n]
-                    np.multiply(z[:, :n], z[:, 2 * n:3 * n], out=cell)
-                    c += cell
-                    np.tanh(c, out=cell)
-                    h = out[start + k]
-                    np.multiply(z[:, 3 * n:], cell, out=h)
-            x = out.swapaxes(0, 1)
-        return x @ self.dense_w + self.dense_b
-
-
-def run_chunked(network, x):
-    """Network outputs (N, targets) for one long sequence x (N, features): chunks of
-    CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier."""
-    n = len(x)
-    if n <= CHUNK_FRAMES:
-        return network.run(x[None])[0]
-    starts = np.arange(0, n, CHUNK_FRAMES)
-    span = CHUNK_FRAMES + WARMUP_FRAMES
-    batch = np.zeros((len(starts), span, x.shape[1]))
-    for i, s in enumerate(starts):
-        lo = max(s - WARMUP_FRAMES, 0)
-        piece = x[lo:s + CHUNK_FRAMES]
-        batch[i, :len(piece)] = piece
-    y = network.run(batch)
-    out = np.empty((n, y.shape[2]))
-    for i, s in enumerate(starts):
-        skip = s - max(s - WARMUP_FRAMES, 0)
-        stop = min(s + CHUNK_FRAMES, n)
-        out[s:stop] = y[i, skip:skip + stop - s]
-    return out
-
-
-# --- model card and weights ------------------------------------------------------------
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def expected_shapes(architecture):
-    """{array name: shape} of the weights an architecture needs."""
-    shapes = {}
-    size = architecture['input_size']
-    for k, units in enumerate(architecture['lstm_units']):
-        shapes[f'lstm_{k}/kernel'] = (size, 4 * units)
-        shapes[f'lstm_{k}/recurrent_kernel'] = (units, 4 * units)
-        shapes[f'lstm_{k}/bias'] = (4 * units,)
-        size = units
-    shapes['dense/kernel'] = (size, architecture['output_size'])
-    shapes['dense/bias'] = (architecture['output_size'],)
-    return shapes
-
-
-class LearnedModel:
-    """A validated model: its card (dict), network and normalisation constants."""
-
-    def __init__(self, card, network, path):
-        self.card, self.network, self.path = card, network, path
-        features, targets = card['features'], card['targets']
-        self.feature_mean = np.array(features['mean'], dtype=float)
-        self.feature_std = np.array(features['std'], dtype=float)
-        self.feature_clip = float(features['clip'])
-        self.target_scale = np.array(targets['scale'], dtype=float)
-        spec = HYBRID_FEATURES if card['method'] == 'hybrid' else LSTM_FEATURES
-        si = np.array([SI_PER_UNIT[unit] for _, unit in spec])
-        self._si_scale = si / self.feature_std
-        self._si_offset = self.feature_mean / self.feature_std
-
-    def normalize(self, features):
-        """Standardised, clipped network input of features (..., F) in the card's units."""
-        z = (features - self.feature_mean) / self.feature_std
-        return np.clip(z, -self.feature_clip, self.feature_clip)
-
-    def normalize_si(self, features):
-        """The same for one pose's features (F,) in SI units (m, rad, s): the unit
-        conversion is folded into the standardisation (the per-pose hot path)."""
-        z = features * self._si_scale
-        z -= self._si_offset
-        return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
-
-
-def _card_error(path, message):
-    return ModelError(f'{path}: {message}')
-
-
-def load_model(directory, method):
-    """Load and validate models/<method>-style `directory` (model_card.json + weights).
-
-    Raises ModelError naming the offending file when anything is missing, corrupt or
-    incompatible (card format or version, method, checksum, array names or shapes,
-    non-finite weights, Kalman configuration)."""
-    directory = Path(directory)
-    card_path = directory / CARD_FILE
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise _card_error(card_path, 'model card not found') from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _card_error(card_path, f'unreadable model card ({exc})') from None
-    if not isinstance(card, dict) or card.get('format') != CARD_FORMAT:
-        raise _card_error(card_path, f'not a {CARD_FORMAT} file')
-    if card.get('card_version') != CARD_VERSION:
-        raise _card_error(card_path, f'card version {card.get("card_version")!r} is not '
-                          f'supported (this runtime reads version {CARD_VERSION})')
-    if card.get('method') != method:
-        raise _card_error(card_path, f'model is for method {card.get("method")!r}, '
-                          f'not {method!r}')
-    try:
-        architecture = card['architecture']
-        names = [name for name, _ in (HYBRID_FEATURES if method == 'hybrid'
-                                      else LSTM_FEATURES)]
-        if card['features']['names'] != names or architecture['input_size'] != len(names):
-            raise _card_error(card_path, 'feature definition differs from this runtime')
-        if architecture['output_size'] != len(TARGETS):
-            raise _card_error(card_path, 'output size differs from this runtime')
-        for key in ('mean', 'std'):
-            values = np.asarray(card['features'][key], dtype=float)
-            if values.shape != (len(names),) or not np.all(np.isfinite(values)):
-                raise _card_error(card_path, f'features.{key} must be {len(names)} numbers')
-        if not np.all(np.asarray(card['features']['std'], dtype=float) > 0):
-            raise _card_error(card_path, 'features.std must be positive')
-        scale = np.asarray(card['targets']['scale'], dtype=float)
-        if scale.shape != (len(TARGETS),) or not np.all(np.isfinite(scale) & (scale > 0)):
-            raise _card_error(card_path, f'targets.scale must be {len(TARGETS)} positive '
-                              'numbers')
-        float(card['features']['clip'])
-        weights_path = directory / card['weights']['file']
-        sha = card['weights']['sha256']
-        shapes = expected_shapes(architecture)
-    except ModelError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _card_error(card_path, f'incomplete or malformed model card ({exc!r})') from None
-    if method == 'hybrid':
-        kalman_params(card, card_path)
-    try:
-        actual = sha256_of(weights_path)
-    except OSError as exc:
-        raise _card_error(weights_path, f'cannot read weights ({exc.strerror})') from None
-    if actual != sha:
-        raise _card_error(weights_path, f'checksum mismatch: sha256 {actual} but the model '
-                          f'card expects {sha}')
-    try:
-        with np.load(weights_path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except Exception as exc:  # np.load raises many types on a corrupt archive
-        raise _card_error(weights_path, f'corrupt weights file ({exc})') from None
-    for name, shape in shapes.items():
-        if name not in arrays:
-            raise _card_error(weights_path, f'array {name!r} missing')
-        if arrays[name].shape != shape:
-            raise _card_error(weights_path, f'array {name!r} has shape {arrays[name].shape}, '
-                              f'the model card needs {shape}')
-        if not np.all(np.isfinite(arrays[name])):
-            raise _card_error(weights_path, f'array {name!r} holds non-finite values')
-    extra = sorted(set(arrays) - set(shapes))
-    if extra:
-        raise _card_error(weights_path, f'unexpected arrays {extra}')
-    network = LstmNetwork(arrays, len(architecture['lstm_units']))
-    return LearnedModel(card, network, directory)
-
-
-def kalman_params(card, card_path='model card'):
-    """The Kalman parameters stored in a hybrid model card, validated."""
-    stored = card.get('kalman')
-    if not isinstance(stored, dict) or set(stored) != set(KALMAN_PARAMS):
-        raise _card_error(card_path, 'the "kalman" entry must give every Kalman parameter: '
-                          + ', '.join(sorted(KALMAN_PARAMS)))
-    try:
-        return {k: KALMAN_PARAMS[k].coerce(k, v) for k, v in stored.items()}
-    except ParameterError as exc:
-        raise _card_error(card_path, f'Kalman configuration: {exc}') from None
-
-
-def default_model_dir(method):
-    from camstab_ros.share import share_dir
-    return share_dir() / 'models' / method
-
-
-# --- features shared by training and run time ------------------------------------------
-
-def hybrid_features(meas_p, meas_q, est_p, est_v, est_q, est_rate, dt, restarted):
-    """Hybrid features (N, 14) from per-pose arrays: measurement p (N, 3), q (N, 4); filter
-    position, velocity (N, 3), orientation (N, 4), body angular rate (N, 3) rad/s; dt (N,)
-    s; restarted (N,) bool."""
-    q = _columns(est_q)
-    residual = rotate(q, _columns(meas_p - est_p), inverse=True)
-    rot = quat.log_map(quat.multiply(quat.conjugate(est_q), meas_q))
-    velocity = rotate(q, _columns(est_v), inverse=True)
-    return np.column_stack([np.column_stack(residual) * 1e3, np.degrees(rot),
-                            np.column_stack(velocity), np.degrees(est_rate),
-                            np.asarray(dt) * 1e3, np.asarray(restarted, dtype=float)])
-
-
-def hybrid_targets(truth_p, truth_q, est_p, est_q):
-    """Hybrid targets (N, 6): the truth relative to the Kalman estimate (mm, deg, body)."""
-    correction = rotate(_columns(est_q), _columns(truth_p - est_p), inverse=True)
-    rot = quat.log_map(quat.multiply(quat.conjugate(est_q), truth_q))
-    return np.column_stack([np.column_stack(correction) * 1e3, np.degrees(rot)])
-
-
-def lstm_features(t, p, q):
-    """Raw-LSTM features (N, 7) of a take: each measurement's step from the previous one."""
-    t, p, q = np.asarray(t, float), np.asarray(p, float), np.asarray(q, float)
-    features = np.zeros((len(t), 7))
-    if len(t) > 1:
-        step = rotate(_columns(q[:-1]), _columns(np.diff(p, axis=0)), inverse=True)
-        features[1:, :3] = np.column_stack(step) * 1e3
-        features[1:, 3:6] = np.degrees(quat.log_map(quat.multiply(quat.conjugate(q[:-1]),
-                                                                  q[1:])))
-        features[1:, 6] = np.diff(t) * 1e3
-    return features
-
-
-def lstm_targets(truth_p, truth_q, p, q):
-    """Raw-LSTM targets (N, 6): the truth relative to the measurement (mm, deg, body)."""
-    return hybrid_targets(truth_p, truth_q, p, q)
-
-
-def kalman_pass(params, t, p, q, stats=None, progress=None):
-    """Run the forward Kalman filter over a take; returns per-pose arrays (est_p, est_v,
-    est_q, est_rate, dt, restarted) for `hybrid_features` (dt 0 where the filter started
-    afresh, as in the streaming path)."""
-    kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats())
-    n = len(t)
-    est = np.empty((n, 2, 3))
-    rate = np.empty((n, 3))
-    est_q = np.empty((n, 4))
-    restarted = np.zeros(n, dtype=bool)
-    dt = np.zeros(n)
-    rows = range(n)
-    for k in (progress(rows) if progress else rows):
-        kf.step(t[k], p[k], q[k])
-        x = kf.x
-        est[k] = x[POS, :2]
-        rate[k] = x[ROT, 1]
-        est_q[k] = kf.q
-        restarted[k] = kf.restarted[0] or kf.restarted[1]
-        if kf.F is not None:
-            dt[k] = t[k] - t[k - 1]
-    return est[:, 0], est[:, 1], est_q, rate, dt, restarted
-
-
-# --- the smoothers ---------------------------------------------------------------------
 
 def cap_corrections(correction, max_mm, max_deg):
     """Scale the position (mm) and rotation (deg) parts of corrections (..., 6) down to
@@ -446,6 +68,8 @@ def _learned_params(max_mm, max_deg):
 
 class _LearnedSmoother(Smoother):
     """Loading, fallback to `kalman` and capping shared by `lstm` and `hybrid`."""
+
+    batched = True
 
     def __init__(self, **params):
         self.model = None
@@ -541,12 +165,11 @@ class _LearnedSmoother(Smoother):
 
 def _apply(base_p, base_q, correction):
     """Poses (N, 3), (N, 4) moved by body-frame corrections (N, 6) in mm and deg."""
-    shift = rotate(_columns(base_q), _columns(correction[:, :3] * 1e-3))
+    shift = rotate(columns(base_q), columns(correction[:, :3] * 1e-3))
     q = quat.multiply(base_q, quat.exp_map(np.radians(correction[:, 3:])))
     return base_p + np.column_stack(shift), quat.make_continuous(q)
 
 
-@register
 class HybridSmoother(_LearnedSmoother):
     name = 'hybrid'
     description = ('Kalman estimate corrected by an LSTM (correction capped; the Kalman '
@@ -582,7 +205,6 @@ class HybridSmoother(_LearnedSmoother):
         return t, out_p, out_q
 
 
-@register
 class LstmSmoother(_LearnedSmoother):
     name = 'lstm'
     description = ('LSTM on the raw stream (frame-to-frame steps in; a capped correction '

@@ -3,9 +3,9 @@
 All functions take an estimate and the ground truth sampled at the same timestamps t
 (seconds), positions in metres (N, 3) and unit quaternions (N, 4, x-y-z-w).
 """
+from camstab_ros.core import quaternion as quat
 import numpy as np
 
-from camstab_ros.core import quaternion as quat
 
 STILL_SPEED_M_S = 0.005
 STILL_SPEED_RAD_S = np.radians(0.5)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 
 

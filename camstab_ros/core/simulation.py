@@ -10,17 +10,17 @@ Seeds: `SeedSequence(seed)` spawns one child for the motion and one for the trac
 and each motion component or noise effect draws from its own grandchild, so changing the
 noise (or switching one effect on) never changes the motion or the other effects.
 """
+from dataclasses import dataclass, fields, replace
 import math
 import numbers
-from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
+from camstab_ros.core import quaternion as quat
 import numpy as np
 from scipy import signal
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
-from camstab_ros.core import quaternion as quat
 
 SCENARIOS = ('locked_off', 'pan', 'tilt', 'dolly', 'crane', 'orbit', 'handheld', 'whip_pan',
              'steadicam')

@@ -1,4 +1,4 @@
-"""The one smoother interface and the registry that creates smoothers by name.
+"""The one smoother interface (methods are created by name in `methods`).
 
 Every method (classical or learned) subclasses `Smoother`:
 - `reset()` forgets all state;
@@ -10,65 +10,11 @@ Every method (classical or learned) subclasses `Smoother`:
 Inputs are validated before they reach a smoother (see `validation`); a smoother only
 renormalises the quaternion and keeps it in the hemisphere of the previous one.
 """
-import math
 from dataclasses import dataclass
+import math
 
+from camstab_ros.core.params import coerce_all
 import numpy as np
-
-
-class ParameterError(ValueError):
-    """A smoother parameter that is unknown or outside its valid range."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """A tunable parameter: default, valid range (inclusive) or choices, unit and meaning."""
-
-    default: object
-    description: str
-    unit: str = ''
-    low: float = None
-    high: float = None
-    choices: tuple = ()
-
-    def describe_range(self):
-        if self.choices:
-            return 'one of ' + ', '.join(str(c) for c in self.choices)
-        if isinstance(self.default, bool):
-            return 'true or false'
-        return f'{self.low} .. {self.high}' + (f' {self.unit}' if self.unit else '')
-
-    def coerce(self, name, value):
-        """Convert value (possibly a string from the command line) and check its range."""
-        try:
-            if isinstance(self.default, bool):
-                if isinstance(value, str):
-                    if value.lower() not in ('true', 'false', '1', '0'):
-                        raise ValueError(value)
-                    value = value.lower() in ('true', '1')
-                value = bool(value)
-            elif isinstance(self.default, int):
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError(value)
-                value = int(value)
-            elif isinstance(self.default, float):
-                value = float(value)
-            else:
-                value = str(value)
-        except (TypeError, ValueError):
-            raise ParameterError(
-                f'parameter {name!r}: cannot use {value!r}; valid: {self.describe_range()}'
-            ) from None
-        if self.choices and value not in self.choices:
-            raise ParameterError(
-                f'parameter {name!r}: {value!r} is not valid; valid: {self.describe_range()}')
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not np.isfinite(value) or (self.low is not None and value < self.low) or (
-                    self.high is not None and value > self.high):
-                raise ParameterError(
-                    f'parameter {name!r}: {value!r} is out of range; '
-                    f'valid: {self.describe_range()}')
-        return value
 
 
 @dataclass
@@ -94,22 +40,30 @@ class SmootherStats:
 
 
 class Smoother:
-    """Base class: subclasses set `name`, `PARAMS` and implement `_reset` and `_update`."""
+    """Base class: subclasses set `name`, `PARAMS` and implement `_reset` and `_update`.
+
+    Capabilities the stabiliser and the tools read:
+    - `causal`: estimates use no later measurement (else: offline only);
+    - `batched`: `smooth()` is a vectorised fast path, not a loop over `update()`;
+    - `fallback` / `model_status`: a learned method that could not load its model and
+      runs `kalman` instead says so here.
+    """
 
     name = ''
     causal = True
+    batched = False
     description = ''
     PARAMS = {}
+    fallback = False
+    model_status = 'no model (classical method)'
 
     def __init__(self, **params):
-        unknown = sorted(set(params) - set(self.PARAMS))
-        if unknown:
-            valid = ', '.join(sorted(self.PARAMS)) or 'none'
-            raise ParameterError(
-                f'{self.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}')
+        try:
+            given = coerce_all(self.PARAMS, params)
+        except ValueError as exc:
+            raise type(exc)(f'{self.name}: {exc}') from None
         self.params = {key: spec.default for key, spec in self.PARAMS.items()}
-        for key, value in params.items():
-            self.params[key] = self.PARAMS[key].coerce(key, value)
+        self.params.update(given)
         self.stats = SmootherStats()
         self._last_q = None
         self._reset()
@@ -164,43 +118,3 @@ def stack(estimates):
     return (np.array([e.t for e in estimates]),
             np.array([e.position for e in estimates]),
             np.array([e.quaternion for e in estimates]))
-
-
-_REGISTRY = {}
-
-
-def register(cls):
-    """Class decorator: make a Smoother subclass creatable by its name."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtin_methods():
-    # Imported here so that each method module can import this one.
-    from camstab_ros.core import classical, kalman, learned  # noqa: F401
-
-
-def smoother_class(name):
-    _load_builtin_methods()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ParameterError(
-            f'unknown method {name!r}; available: {", ".join(list_methods())}') from None
-
-
-def make_smoother(name, **params):
-    """Create the smoother registered as `name`; raises ParameterError on bad input."""
-    return smoother_class(name)(**params)
-
-
-# How tables list the methods: baseline, classical, Kalman family, learned.
-METHOD_ORDER = ('passthrough', 'ema', 'one_euro', 'kalman', 'fixed_lag', 'rts', 'lstm',
-                'hybrid')
-
-
-def list_methods():
-    """Registered method names in METHOD_ORDER (others after them, by name)."""
-    _load_builtin_methods()
-    return sorted(_REGISTRY, key=lambda name: (
-        METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name))

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+
 # Below this norm a quaternion carries no usable rotation.
 MIN_QUATERNION_NORM = 1e-6
 

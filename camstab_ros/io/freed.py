@@ -14,11 +14,12 @@ Axis conventions of the free-d manual (V1.4.4, appendix B): right-handed studio 
 and Y horizontal, Z up. Pan 0 looks along +Y; positive pan turns right (clockwise seen
 from above). Positive tilt looks up. Positive roll is clockwise seen from behind.
 """
-import math
 from dataclasses import dataclass
+import math
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
 
 PACKET_SIZE = 29
 MESSAGE_TYPE = 0xD1

@@ -24,12 +24,13 @@ strict=True raises F4Error at the first bad byte instead. After a bad stretch de
 resumes at the next packet whose checksum passes and which is followed by another valid
 packet or the end of the data (so a stray 0xF4 in axis data is not taken for a packet).
 """
-import logging
 from dataclasses import dataclass, field
+import logging
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from camstab_ros.io.freed import DEFAULT_MAPPING, FreeDPacket, checksum, packet_to_pose
+from camstab_ros.io.freed import checksum, DEFAULT_MAPPING, FreeDPacket, packet_to_pose
+
 
 COMMAND_BYTE = 0xF4
 AXIS_PAN, AXIS_TILT, AXIS_FOCUS, AXIS_ZOOM = 0x01, 0x02, 0x03, 0x04

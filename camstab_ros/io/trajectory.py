@@ -4,12 +4,13 @@ and line); writing is atomic (a temporary file renamed into place), so a failed 
 never leaves a half-written output.
 """
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
+import os
 from pathlib import Path
+import tempfile
 
 import numpy as np
+
 
 CSV_HEADER = ('t', 'x', 'y', 'z', 'qx', 'qy', 'qz', 'qw')
 TUM_SUFFIXES = ('.tum', '.txt')

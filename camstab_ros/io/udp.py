@@ -6,12 +6,13 @@ batch (`queue_size`); under a flood the oldest beyond that bound are dropped and
 (`dropped_overflow`), so a consumer never falls further behind than one batch. Datagrams
 from senders outside the allow-list are dropped and counted (`dropped_sender`).
 """
+from collections import deque
 import errno
 import ipaddress
 import select
 import socket
-from collections import deque
 from time import monotonic_ns
+
 
 # Large enough for any tracking datagram (FreeD 29 bytes, OpenTrackIO a few kB).
 MAX_DATAGRAM = 65535

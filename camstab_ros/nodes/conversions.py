@@ -6,12 +6,11 @@ the row-major layout of geometry_msgs/PoseWithCovariance. Stamps are copied as
 (sec, nanosec) wherever an output keeps an input's stamp: a float of seconds since the
 epoch cannot hold nanoseconds exactly.
 """
-import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import (Pose, PoseStamped, PoseWithCovarianceStamped,
-                               TransformStamped)
+from geometry_msgs.msg import Pose, PoseStamped, PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import numpy as np
+
 
 NS_PER_S = 1_000_000_000
 
@@ -140,23 +139,3 @@ def arrays_to_path(t, frame_id, positions, quaternions):
              for ti, p, q in zip(t, positions, quaternions)]
     stamp = poses[-1].header.stamp if poses else Time()
     return make_path(stamp, frame_id, poses)
-
-
-def parameter_descriptor(name, spec, read_only=False):
-    """A ParameterDescriptor (description with unit and default, range or choices) of a
-    core ParamSpec, so ROS rejects out-of-range values itself."""
-    unit = f' [{spec.unit}]' if spec.unit else ''
-    descriptor = ParameterDescriptor(
-        name=name, description=f'{spec.description}{unit}; default {spec.default!r}',
-        read_only=read_only)
-    if spec.choices:
-        descriptor.additional_constraints = spec.describe_range()
-    if isinstance(spec.default, bool) or spec.low is None or spec.high is None:
-        return descriptor
-    if isinstance(spec.default, int):
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.low), to_value=int(spec.high), step=1)]
-    elif isinstance(spec.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
-    return descriptor

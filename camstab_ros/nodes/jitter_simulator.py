@@ -13,22 +13,19 @@ are not published on either topic. With `loop` the take restarts after its end (
 camera jumps back to its first pose); without it the node stops publishing and idles.
 Parameters are read-only: restart the node to change the take.
 """
-import sys
 from collections import deque
 from dataclasses import fields
-
-import rclpy
-from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Path
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+import sys
 
 from camstab_ros.core import simulation
-from camstab_ros.core.smoother import ParamSpec
+from camstab_ros.core.params import ParamSpec
 from camstab_ros.nodes import conversions
+from camstab_ros.nodes.scaffolding import declare_parameters, run_node
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
+from rclpy.node import Node
 
-NODE_NAME = 'jitter_simulator'
+
 NS_PER_S = 1_000_000_000
 PATH_RATE_HZ = 10.0
 
@@ -75,13 +72,11 @@ def parameter_specs():
 class JitterSimulatorNode(Node):
     """Plays a simulated take on pose_truth and pose_noisy in real time."""
 
+    NODE_NAME = 'jitter_simulator'
+
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
-        specs = parameter_specs()
-        values = {}
-        for name, spec in specs.items():
-            self.declare_parameter(name, spec.default, conversions.parameter_descriptor(name, spec, read_only=True))
-            values[name] = spec.coerce(name, self.get_parameter(name).value)
+        super().__init__(self.NODE_NAME, **kwargs)
+        values = declare_parameters(self, parameter_specs(), read_only=True)
         noise = simulation.TrackerNoise(**{
             key[len('noise.'):]: value for key, value in values.items()
             if key.startswith('noise.')})
@@ -146,21 +141,8 @@ class JitterSimulatorNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = JitterSimulatorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, ParameterException) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'invalid configuration: {exc}')
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the node (console script `jitter_simulator`)."""
+    return run_node(JitterSimulatorNode, args)
 
 
 if __name__ == '__main__':

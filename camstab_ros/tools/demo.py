@@ -10,22 +10,17 @@ stillest second) and `bag/` (rosbag2, mcap, the three topics as received). Every
 stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
 """
 import json
-import os
-import random
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
+import sys
+import time
 
 from camstab_ros.core.metrics import evaluate
-from camstab_ros.io.rosbag import POSE_STAMPED, BagWriter
+from camstab_ros.io.rosbag import BagWriter, POSE_STAMPED
 from camstab_ros.share import share_dir
+from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
+                                         private_env, ros_arguments, sigint_as_flag, spin_while)
+import numpy as np
+
 
 TRUTH, NOISY, STABILIZED = '/camera/pose_truth', '/camera/pose_noisy', '/camera/pose_stabilized'
 TOPICS = (TRUTH, NOISY, STABILIZED)
@@ -38,49 +33,16 @@ STABILIZER_REMAPS = {'pose_in': NOISY, 'pose_out': STABILIZED,
 # Launch-argument defaults of launch/demo.launch.py.
 DEFAULT_METHOD = 'kalman'
 DEFAULT_SCENARIO = 'dolly'
-NODES = {'jitter_simulator': 'camstab_ros.nodes.jitter_simulator',
-         'stabilizer': 'camstab_ros.nodes.stabilizer'}
 STARTUP_TIMEOUT_S = 30.0
-STOP_GRACE_S = 5.0
 DRAIN_S = 1.0  # > dropout_timeout_s: a delayed method flushes its last frames
 STILL_WINDOW_S = 1.0
-# Private domain ids are drawn from 1..100 (0 is the default; ids above 101 can collide
-# with ephemeral ports on Linux).
-DOMAIN_RANGE = (1, 100)
 
 
 class DemoError(Exception):
     """The demo could not run or produced no stabilised poses (exit code 1)."""
 
 
-@contextmanager
-def sigint_as_flag():
-    """Turn SIGINT (Ctrl-C) into a flag that the caller's loop polls.
-
-    A KeyboardInterrupt raised asynchronously can land inside rclpy's C code (message
-    construction during a take), which turns it into another exception; polling a flag
-    keeps the shutdown path clean. Outside the main thread signals cannot be handled and
-    the flag stays clear."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def spin_while(executor, keep_going, interrupted, timeout_sec=0.05):
-    """Spin until keep_going() is false; KeyboardInterrupt when the flag is set."""
-    while keep_going():
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        executor.spin_once(timeout_sec=timeout_sec)
-
-
-def configure_parser(parser):
+def configure_demo(parser):
     """Add the demo's options to an argparse parser."""
     parser.add_argument('--seconds', type=float, default=20.0,
                         help='recording time once all three topics have data (default 20)')
@@ -95,68 +57,6 @@ def configure_parser(parser):
     parser.add_argument('--params-file', type=Path, default=None,
                         help='node parameters (default: the installed config/params.yaml)')
     return parser
-
-
-def node_command(name):
-    """The installed console script `name` (next to this Python, else on PATH); from a
-    source tree without one, `python -m` of its module."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which(name)
-    if found:
-        return [found]
-    return [sys.executable, '-m', NODES[name]]
-
-
-def ros_arguments(params_file, overrides, remaps):
-    args = ['--ros-args', '--params-file', str(params_file)]
-    for key, value in overrides.items():
-        args += ['-p', f'{key}:={value}']
-    for source, target in remaps.items():
-        args += ['-r', f'{source}:={target}']
-    return args
-
-
-class Children:
-    """Child processes in their own sessions (a terminal's Ctrl-C reaches only us)."""
-
-    def __init__(self, env, log_dir):
-        self.env = env
-        self.log_dir = log_dir
-        self.procs = {}
-
-    def start(self, name, command):
-        log = open(self.log_dir / f'{name}.log', 'wb')
-        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs[name] = (proc, log)
-        return proc.pid
-
-    def failed(self):
-        """{name: exit code} of children that have exited."""
-        return {name: p.returncode for name, (p, _) in self.procs.items()
-                if p.poll() is not None}
-
-    def stop(self, name):
-        """SIGINT, wait up to STOP_GRACE_S, then SIGKILL; returns the exit code."""
-        proc, log = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        return proc.returncode
-
-    def stop_all(self):
-        return {name: self.stop(name) for name in list(self.procs)}
-
-    def log_tail(self, name, lines=10):
-        text = (self.log_dir / f'{name}.log').read_text(errors='replace').splitlines()
-        return '\n'.join(text[-lines:])
 
 
 class Recording:
@@ -374,44 +274,6 @@ def plot(path, recording, title):
     plt.close(fig)
 
 
-def private_env(domain_id):
-    """Environment for child nodes on domain_id, discovery limited to this host."""
-    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
-                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-
-
-@contextmanager
-def private_context(domain_id):
-    """An rclpy Context of our own on domain_id, limited to this host; rclpy installs no
-    signal handlers (see sigint_as_flag)."""
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    saved = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # read by init
-    context = rclpy.Context()
-    try:
-        rclpy.init(context=context, domain_id=domain_id,
-                   signal_handler_options=SignalHandlerOptions.NO)
-    finally:
-        if saved is None:
-            del os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']
-        else:
-            os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = saved
-    try:
-        yield context
-    finally:
-        rclpy.try_shutdown(context=context)
-
-
-def choose_domain_id(requested):
-    if requested is not None:
-        if not 0 <= requested <= 232:
-            raise DemoError(f'--domain-id must be 0..232, got {requested}')
-        return requested
-    return random.SystemRandom().randint(*DOMAIN_RANGE)
-
-
 def record(args, children, context, params_file, interrupted):
     """Start the nodes; record until args.seconds after all three topics have data."""
     from rclpy.executors import SingleThreadedExecutor
@@ -472,7 +334,7 @@ def _failures(children):
                      for name, code in children.failed().items())
 
 
-def run(args):
+def run_demo(args):
     """Run the demo; returns the exit code (0 ok, 1 failure, 130 interrupted)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -481,7 +343,7 @@ def run(args):
         if not params_file.is_file():
             raise DemoError(f'parameter file {params_file} not found')
         domain_id = choose_domain_id(args.domain_id)
-    except DemoError as exc:
+    except (DemoError, ValueError) as exc:
         print(f'demo failed: {exc}', file=sys.stderr)
         return 1
     children = Children(private_env(domain_id), out)

@@ -7,45 +7,35 @@ Latency is publish on `pose_in` -> receive on `pose_out` in the driver (one cloc
 message matched by stamp; drops are poses sent without a reply. Everything runs on a
 private ROS_DOMAIN_ID limited to this host.
 
-`python -m camstab_ros.ros_bench` runs the relay node.
+`python -m camstab_ros.tools.ros_bench` runs the relay node.
 """
 import json
+from pathlib import Path
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
-
-from camstab_ros.demo import (Children, choose_domain_id, node_command, private_context,
-                              private_env, sigint_as_flag, spin_while)
 from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp, stamp_to_ns
+from camstab_ros.nodes.scaffolding import run_node
+from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
+                                         private_env, sigint_as_flag, spin_while)
+from geometry_msgs.msg import PoseStamped
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+
 
 TARGETS = ('stabilizer', 'relay')
-RELAY_NODE = 'camstab_relay'
 WARMUP_S = 1.0
 DISCOVERY_TIMEOUT_S = 30.0
 DRAIN_S = 1.0
-
-
-def add_arguments(parser):
-    """The options of the ROS benchmark (the caller adds --ros and --json)."""
-    parser.add_argument('--seconds', type=float, default=60.0,
-                        help='measured duration with --ros (default 60)')
-    parser.add_argument('--rate-hz', type=float, default=240.0,
-                        help='pose rate with --ros (default 240)')
-    parser.add_argument('--method', default='kalman',
-                        help='stabiliser method with --ros (default kalman)')
-    parser.add_argument('--domain-id', type=int, default=None,
-                        help='ROS_DOMAIN_ID with --ros (default: a random one in 1..100)')
-    return parser
 
 
 class BenchError(RuntimeError):
     """The benchmark's nodes did not start or did not answer."""
 
 
-def run(args):
+def run_ros_bench(args):
     """Run the benchmark from parsed arguments, print the report; exit code."""
     try:
         result = ros_latency_benchmark(args.seconds, args.rate_hz, args.method,
@@ -61,28 +51,16 @@ def run(args):
     return 0 if all(result[t]['received'] for t in TARGETS) else 1
 
 
-def _relay_main(args=None):
-    import rclpy
-    from geometry_msgs.msg import PoseStamped
-    from rclpy.executors import ExternalShutdownException
-    from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
+class RelayNode(Node):
+    """pose_in -> pose_out in the subscription callback, with the stabiliser's QoS."""
 
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = Node(RELAY_NODE)
-        publisher = node.create_publisher(PoseStamped, 'pose_out', 10)
-        node.create_subscription(PoseStamped, 'pose_in', publisher.publish,
+    NODE_NAME = 'camstab_relay'
+
+    def __init__(self):
+        super().__init__(self.NODE_NAME)
+        publisher = self.create_publisher(PoseStamped, 'pose_out', 10)
+        self.create_subscription(PoseStamped, 'pose_in', publisher.publish,
                                  qos_profile_sensor_data)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 def _latency_stats(sent, received):
@@ -120,7 +98,7 @@ def _run_nodes(take, seconds, rate_hz, method, domain_id, children):
                 '-r', 'pose_in:=/bench/stabilizer/pose_in',
                 '-r', 'pose_out:=/bench/stabilizer/pose_out'])
             children.start('relay', [
-                sys.executable, '-m', 'camstab_ros.ros_bench', '--ros-args',
+                sys.executable, '-m', 'camstab_ros.tools.ros_bench', '--ros-args',
                 '-r', 'pose_in:=/bench/relay/pose_in', '-r', 'pose_out:=/bench/relay/pose_out'])
             result = _drive(context, take, seconds, rate_hz, children, interrupted)
         finally:
@@ -230,4 +208,4 @@ def format_report(result):
 
 
 if __name__ == '__main__':
-    sys.exit(_relay_main())
+    sys.exit(run_node(RelayNode))

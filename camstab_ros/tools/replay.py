@@ -5,15 +5,15 @@ or CSV trajectory; timing from its timestamps) and `freed` (raw D1 messages back
 as captured from the wire; timing from --frame-rate). The whole file is read and encoded
 before the first datagram leaves, so a bad file sends nothing.
 """
-import argparse
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 from camstab_ros.io import freed
-from camstab_ros.io.mosys_f4 import F4Error, f4_to_freed, read_f4
-from camstab_ros.io.trajectory import TrajectoryError, read_trajectory
-from camstab_ros.io.udp import UdpError, UdpSender, parse_host_port
+from camstab_ros.io.mosys_f4 import f4_to_freed, F4Error, read_f4
+from camstab_ros.io.trajectory import read_trajectory, TrajectoryError
+from camstab_ros.io.udp import parse_host_port, UdpError, UdpSender
+
 
 FORMATS = ('f4', 'tum', 'freed')
 DEFAULT_FRAME_RATE = 60.0
@@ -122,7 +122,8 @@ def replay(frames, host, port, rate_factor=1.0, loop=False, should_stop=None):
         sender.close()
 
 
-def configure_parser(parser):
+def configure_replay(parser):
+    """Add the options of `camstab replay` to parser."""
     parser.add_argument('file', metavar='FILE', help='recording to send')
     parser.add_argument('--format', required=True, choices=FORMATS,
                         help='f4: Mo-Sys F4 take; tum: TUM/CSV trajectory; freed: raw D1 '
@@ -138,7 +139,7 @@ def configure_parser(parser):
     return parser
 
 
-def run(args):
+def run_replay(args):
     """Run `camstab replay`; returns the exit code (1 on a bad file or address)."""
     try:
         if not args.rate_factor > 0 or not args.frame_rate > 0:
@@ -157,13 +158,3 @@ def run(args):
     print(f'sent {sent} datagrams, {errors} send errors, {skipped} bad stretches skipped '
           'in the file')
     return 0
-
-
-def main(argv=None):
-    parser = configure_parser(argparse.ArgumentParser(
-        prog='camstab replay', description=__doc__.splitlines()[0]))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())

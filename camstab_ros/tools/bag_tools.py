@@ -6,19 +6,17 @@ Bags are read and written through `camstab_ros.io.rosbag` (the `rosbags` library
 they stay readable by `ros2 bag`. smooth_bag writes into a temporary directory renamed
 into place at the end: a failure leaves no output bag.
 """
-import argparse
 import importlib
+from pathlib import Path
 import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
+from camstab_ros.core.evaluation import run_take
+from camstab_ros.io import rosbag
 from rosbags.rosbag2 import Reader, ReaderError
 
-from camstab_ros.core.pipeline import stabilize_take
-from camstab_ros.core.smoother import ParameterError, make_smoother
-from camstab_ros.io import rosbag
 
 EXIT_ERROR = 1
 STABILIZED_SUFFIX = '_stabilized'
@@ -76,10 +74,9 @@ def smooth_bag(input_bag, output_bag, topic, method, params):
     if out_topic in info['topics']:
         raise BagError(f'bag {input_bag} already has a topic {out_topic}')
     try:
-        smoother = make_smoother(method, **(params or {}))
         t, p, q, frame_id = rosbag.read_poses(input_bag, topic)
-        result = stabilize_take(smoother, t, p, q)
-    except (ParameterError, ValueError) as exc:
+        result = run_take(method, t, p, q, params)
+    except ValueError as exc:
         raise BagError(f'cannot smooth {topic} of {input_bag}: {exc}') from None
     output_bag.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.camstab_smooth_', dir=output_bag.parent))
@@ -232,7 +229,7 @@ def play(bag, topics=None, rate_factor=1.0, loop=False, wait_subscribers_s=2.0):
     return sent
 
 
-def configure_parser(parser):
+def configure_bag(parser):
     """Add the record/play/info subcommands of `camstab bag` to parser."""
     sub = parser.add_subparsers(dest='bag_command', required=True)
     p = sub.add_parser('record', help='record topics to a bag (raw CDR)')
@@ -254,7 +251,7 @@ def configure_parser(parser):
     return parser
 
 
-def run(args):
+def run_bag(args):
     """Run `camstab bag ...`; returns the exit code (1 with a message on error)."""
     try:
         if args.bag_command == 'info':
@@ -277,12 +274,3 @@ def run(args):
         print(f'camstab bag: error: {exc}', file=sys.stderr)
         return EXIT_ERROR
     return 0
-
-
-def main(argv=None):
-    parser = configure_parser(argparse.ArgumentParser(prog='camstab bag'))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The learned methods' model: a NumPy LSTM run from exported weights, and its model card.
+
+A model directory holds `model_card.json` (format, version, method, architecture, feature
+and target definitions with their normalisation, the Kalman configuration of `hybrid`,
+the weights file and its sha256) and the weights as an `.npz` (no pickle). `load_model()`
+validates all of it and raises ModelError naming the offending file.
+
+`LstmNetwork.step()` runs one time step with the state carried (O(1) work per pose);
+`run_chunked()` runs a whole take as a batch of chunks of CHUNK_FRAMES, each started
+WARMUP_FRAMES early from a zero state.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+from camstab_ros.core.kalman import KALMAN_PARAMS
+from camstab_ros.core.learned_features import HYBRID_FEATURES, LSTM_FEATURES, SI_PER_UNIT, TARGETS
+from camstab_ros.core.params import ParameterError
+from camstab_ros.share import share_dir
+import numpy as np
+
+
+CARD_FORMAT = 'camstab-model-card'
+CARD_VERSION = 1
+CARD_FILE = 'model_card.json'
+CHUNK_FRAMES = 8192
+WARMUP_FRAMES = 1024
+# Time steps per input projection in the batched LSTM (bounds temporary memory).
+PROJECTION_STEPS = 512
+
+
+class ModelError(Exception):
+    """A model file that is missing, corrupt or incompatible with this runtime."""
+
+
+class LstmNetwork:
+    """Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear
+    output layer, from arrays named lstm_<k>/kernel, lstm_<k>/recurrent_kernel,
+    lstm_<k>/bias, dense/kernel, dense/bias."""
+
+    def __init__(self, arrays, layers):
+        self.layers = []
+        for k in range(layers):
+            w, u, b = (np.asarray(arrays[f'lstm_{k}/{n}'], dtype=float)
+                       for n in ('kernel', 'recurrent_kernel', 'bias'))
+            self.layers.append((w, u, b, np.vstack([w, u])))
+        self.dense_w = np.asarray(arrays['dense/kernel'], dtype=float)
+        self.dense_b = np.asarray(arrays['dense/bias'], dtype=float)
+        units = [u.shape[0] for _, u, _, _ in self.layers]
+        # sigmoid(z) = 0.5 + 0.5 tanh(z / 2): one tanh over all four gates per step.
+        self._gate_scale = [np.repeat([0.5, 0.5, 1.0, 0.5], n) for n in units]
+        self._gate_offset = [np.repeat([0.5, 0.5, 0.0, 0.5], n) for n in units]
+        self.units = units
+
+    def initial_state(self, batch=None):
+        shape = (lambda n: (n,)) if batch is None else (lambda n: (batch, n))
+        return [(np.zeros(shape(n)), np.zeros(shape(n))) for n in self.units]
+
+    def step(self, x, state):
+        """One time step: x (features,) -> (output (targets,), new state)."""
+        new_state = []
+        for (_, _, b, wu), (h, c), scale, offset in zip(
+                self.layers, state, self._gate_scale, self._gate_offset):
+            n = h.shape[-1]
+            z = np.concatenate([x, h]) @ wu
+            z += b
+            g = np.tanh(z * scale) * scale + offset
+            c = g[n:2 * n] * c + g[:n] * g[2 * n:3 * n]
+            x = g[3 * n:] * np.tanh(c)
+            new_state.append((x, c))
+        return x @ self.dense_w + self.dense_b, new_state
+
+    def run(self, x, state=None):
+        """A batch of sequences x (batch, steps, features) from `state` (zero by default)
+        -> outputs (batch, steps, targets)."""
+        batch, steps, _ = x.shape
+        state = state or self.initial_state(batch)
+        for (w, u, b, _), (h, c), scale, offset in zip(
+                self.layers, state, self._gate_scale, self._gate_offset):
+            n = u.shape[0]
+            out = np.empty((steps, batch, n))
+            h, c = h.copy(), c.copy()
+            z = np.empty((batch, 4 * n))
+            cell = np.empty((batch, n))
+            # Time-major and in place: this loop is the whole cost of the batched path.
+            for start in range(0, steps, PROJECTION_STEPS):
+                stop = min(start + PROJECTION_STEPS, steps)
+                projected = np.ascontiguousarray((x[:, start:stop] @ w + b).swapaxes(0, 1))
+                for k in range(stop - start):
+                    np.matmul(h, u, out=z)
+                    z += projected[k]
+                    z *= scale
+                    np.tanh(z, out=z)
+                    z *= scale
+                    z += offset
+                    c *= z[:, n:2 * n]
+                    np.multiply(z[:, :n], z[:, 2 * n:3 * n], out=cell)
+                    c += cell
+                    np.tanh(c, out=cell)
+                    h = out[start + k]
+                    np.multiply(z[:, 3 * n:], cell, out=h)
+            x = out.swapaxes(0, 1)
+        return x @ self.dense_w + self.dense_b
+
+
+def run_chunked(network, x):
+    """Network outputs (N, targets) for one long sequence x (N, features): chunks of
+    CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier."""
+    n = len(x)
+    if n <= CHUNK_FRAMES:
+        return network.run(x[None])[0]
+    starts = np.arange(0, n, CHUNK_FRAMES)
+    span = CHUNK_FRAMES + WARMUP_FRAMES
+    batch = np.zeros((len(starts), span, x.shape[1]))
+    for i, s in enumerate(starts):
+        lo = max(s - WARMUP_FRAMES, 0)
+        piece = x[lo:s + CHUNK_FRAMES]
+        batch[i, :len(piece)] = piece
+    y = network.run(batch)
+    out = np.empty((n, y.shape[2]))
+    for i, s in enumerate(starts):
+        skip = s - max(s - WARMUP_FRAMES, 0)
+        stop = min(s + CHUNK_FRAMES, n)
+        out[s:stop] = y[i, skip:skip + stop - s]
+    return out
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_shapes(architecture):
+    """{array name: shape} of the weights an architecture needs."""
+    shapes = {}
+    size = architecture['input_size']
+    for k, units in enumerate(architecture['lstm_units']):
+        shapes[f'lstm_{k}/kernel'] = (size, 4 * units)
+        shapes[f'lstm_{k}/recurrent_kernel'] = (units, 4 * units)
+        shapes[f'lstm_{k}/bias'] = (4 * units,)
+        size = units
+    shapes['dense/kernel'] = (size, architecture['output_size'])
+    shapes['dense/bias'] = (architecture['output_size'],)
+    return shapes
+
+
+class LearnedModel:
+    """A validated model: its card (dict), network and normalisation constants."""
+
+    def __init__(self, card, network, path):
+        self.card, self.network, self.path = card, network, path
+        features, targets = card['features'], card['targets']
+        self.feature_mean = np.array(features['mean'], dtype=float)
+        self.feature_std = np.array(features['std'], dtype=float)
+        self.feature_clip = float(features['clip'])
+        self.target_scale = np.array(targets['scale'], dtype=float)
+        spec = HYBRID_FEATURES if card['method'] == 'hybrid' else LSTM_FEATURES
+        si = np.array([SI_PER_UNIT[unit] for _, unit in spec])
+        self._si_scale = si / self.feature_std
+        self._si_offset = self.feature_mean / self.feature_std
+
+    def normalize(self, features):
+        """Standardised, clipped network input of features (..., F) in the card's units."""
+        z = (features - self.feature_mean) / self.feature_std
+        return np.clip(z, -self.feature_clip, self.feature_clip)
+
+    def normalize_si(self, features):
+        """The same for one pose's features (F,) in SI units (m, rad, s): the unit
+        conversion is folded into the standardisation (the per-pose hot path)."""
+        z = features * self._si_scale
+        z -= self._si_offset
+        return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
+
+
+def _card_error(path, message):
+    return ModelError(f'{path}: {message}')
+
+
+def load_model(directory, method):
+    """Load and validate models/<method>-style `directory` (model_card.json + weights).
+
+    Raises ModelError naming the offending file when anything is missing, corrupt or
+    incompatible (card format or version, method, checksum, array names or shapes,
+    non-finite weights, Kalman configuration)."""
+    directory = Path(directory)
+    card_path = directory / CARD_FILE
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise _card_error(card_path, 'model card not found') from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _card_error(card_path, f'unreadable model card ({exc})') from None
+    if not isinstance(card, dict) or card.get('format') != CARD_FORMAT:
+        raise _card_error(card_path, f'not a {CARD_FORMAT} file')
+    if card.get('card_version') != CARD_VERSION:
+        raise _card_error(card_path, f'card version {card.get("card_version")!r} is not '
+                          f'supported (this runtime reads version {CARD_VERSION})')
+    if card.get('method') != method:
+        raise _card_error(card_path, f'model is for method {card.get("method")!r}, '
+                          f'not {method!r}')
+    try:
+        architecture = card['architecture']
+        names = [name for name, _ in (HYBRID_FEATURES if method == 'hybrid'
+                                      else LSTM_FEATURES)]
+        if card['features']['names'] != names or architecture['input_size'] != len(names):
+            raise _card_error(card_path, 'feature definition differs from this runtime')
+        if architecture['output_size'] != len(TARGETS):
+            raise _card_error(card_path, 'output size differs from this runtime')
+        for key in ('mean', 'std'):
+            values = np.asarray(card['features'][key], dtype=float)
+            if values.shape != (len(names),) or not np.all(np.isfinite(values)):
+                raise _card_error(card_path, f'features.{key} must be {len(names)} numbers')
+        if not np.all(np.asarray(card['features']['std'], dtype=float) > 0):
+            raise _card_error(card_path, 'features.std must be positive')
+        scale = np.asarray(card['targets']['scale'], dtype=float)
+        if scale.shape != (len(TARGETS),) or not np.all(np.isfinite(scale) & (scale > 0)):
+            raise _card_error(card_path, f'targets.scale must be {len(TARGETS)} positive '
+                              'numbers')
+        float(card['features']['clip'])
+        weights_path = directory / card['weights']['file']
+        sha = card['weights']['sha256']
+        shapes = expected_shapes(architecture)
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _card_error(card_path, f'incomplete or malformed model card ({exc!r})') from None
+    if method == 'hybrid':
+        kalman_params(card, card_path)
+    try:
+        actual = sha256_of(weights_path)
+    except OSError as exc:
+        raise _card_error(weights_path, f'cannot read weights ({exc.strerror})') from None
+    if actual != sha:
+        raise _card_error(weights_path, f'checksum mismatch: sha256 {actual} but the model '
+                          f'card expects {sha}')
+    try:
+        with np.load(weights_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except Exception as exc:  # np.load raises many types on a corrupt archive
+        raise _card_error(weights_path, f'corrupt weights file ({exc})') from None
+    for name, shape in shapes.items():
+        if name not in arrays:
+            raise _card_error(weights_path, f'array {name!r} missing')
+        if arrays[name].shape != shape:
+            raise _card_error(weights_path, f'array {name!r} has shape {arrays[name].shape}, '
+                              f'the model card needs {shape}')
+        if not np.all(np.isfinite(arrays[name])):
+            raise _card_error(weights_path, f'array {name!r} holds non-finite values')
+    extra = sorted(set(arrays) - set(shapes))
+    if extra:
+        raise _card_error(weights_path, f'unexpected arrays {extra}')
+    network = LstmNetwork(arrays, len(architecture['lstm_units']))
+    return LearnedModel(card, network, directory)
+
+
+def kalman_params(card, card_path='model card'):
+    """The Kalman parameters stored in a hybrid model card, validated."""
+    stored = card.get('kalman')
+    if not isinstance(stored, dict) or set(stored) != set(KALMAN_PARAMS):
+        raise _card_error(card_path, 'the "kalman" entry must give every Kalman parameter: '
+                          + ', '.join(sorted(KALMAN_PARAMS)))
+    try:
+        return {k: KALMAN_PARAMS[k].coerce(k, v) for k, v in stored.items()}
+    except ParameterError as exc:
+        raise _card_error(card_path, f'Kalman configuration: {exc}') from None
+
+
+def default_model_dir(method):
+    """The installed models/<method> directory."""
+    return share_dir() / 'models' / method

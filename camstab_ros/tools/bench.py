@@ -1,0 +1,44 @@
+"""`camstab bench`: per-pose cost of each method; with --ros or --freed, node latency."""
+from camstab_ros.core.evaluation import BENCH_SCENARIO, benchmark
+from camstab_ros.core.methods import list_methods
+from camstab_ros.tools.common import format_table, methods_arg, write_json
+
+
+def configure_bench(parser):
+    """Add the options of `camstab bench` to parser."""
+    parser.add_argument('--methods', type=methods_arg, help='comma-separated (default: all)')
+    parser.add_argument('--json', help='also write the figures to this file')
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument('--ros', action='store_true',
+                        help='instead: end-to-end latency of the stabilizer node over DDS, '
+                        'next to a plain relay node (the floor DDS and rclpy impose)')
+    target.add_argument('--freed', action='store_true',
+                        help='instead: latency of freed_bridge, FreeD datagram in -> out')
+    parser.add_argument('--seconds', type=float, default=60.0,
+                        help='measured duration with --ros or --freed (default 60)')
+    parser.add_argument('--rate-hz', type=float, default=240.0,
+                        help='pose rate with --ros or --freed (default 240)')
+    parser.add_argument('--method', default='kalman',
+                        help='method of the node with --ros or --freed (default kalman)')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID with --ros (default: a random one in 1..100)')
+
+
+def run_bench(args):
+    """Print the per-pose cost table (or run the --ros / --freed benchmark)."""
+    if args.ros:
+        from camstab_ros.tools.ros_bench import run_ros_bench
+        return run_ros_bench(args)
+    if args.freed:
+        from camstab_ros.tools.freed_bench import run_freed_bench
+        return run_freed_bench(args)
+    figures = benchmark(args.methods or list_methods())
+    take = BENCH_SCENARIO
+    print(f"per-pose cost on a seeded {take['scenario']} take, {take['seconds']:.0f} s at "
+          f"{take['rate_hz']:.0f} Hz, one update() per pose (offline methods: smooth() / N)")
+    rows = {m: {**v, 'mode': 'streaming' if v['causal'] else 'offline'}
+            for m, v in figures.items()}
+    print(format_table(rows, ('mode', 'median_us', 'p99_us', 'ratio')))
+    if args.json:
+        write_json(args.json, figures)
+    return 0

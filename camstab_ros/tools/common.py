@@ -1,0 +1,65 @@
+"""What the `camstab` sub-commands share: the usage error, tables, JSON, parsed options."""
+import argparse
+import json
+import math
+from pathlib import Path
+
+from camstab_ros.core.methods import smoother_class
+from camstab_ros.core.params import ParameterError
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def format_table(rows, columns, first='method'):
+    """A plain-text table of {row name: {column: value}}, numbers right-aligned."""
+    def cell(value):
+        if isinstance(value, str):
+            return value
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return 'n/a'
+        return f'{value:.3f}' if abs(value) < 1000 else f'{value:.0f}'
+    header = [first] + list(columns)
+    body = [[name] + [cell(values.get(c)) for c in columns] for name, values in rows.items()]
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ['  '.join(h.ljust(w) if i == 0 else h.rjust(w)
+                       for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append('  '.join('-' * w for w in widths))
+    for r in body:
+        lines.append('  '.join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths))))
+    return '\n'.join(lines)
+
+
+def write_json(path, data):
+    """Write data as indented JSON; non-finite floats become null."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    Path(path).write_text(json.dumps(clean(data), indent=2) + '\n')
+
+
+def methods_arg(text):
+    """argparse type of --methods: comma-separated method names, each checked."""
+    methods = [m.strip() for m in text.split(',') if m.strip()]
+    for method in methods:
+        try:
+            smoother_class(method)
+        except ParameterError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return methods
+
+
+def parse_params(pairs):
+    """--param KEY=VALUE options -> {key: value}."""
+    params = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise UsageError(f'--param expects KEY=VALUE, got {pair!r}')
+        params[key.strip()] = value.strip()
+    return params
