@@ -1,4 +1,5 @@
-"""The `camstab` command: argument parsing only; each sub-command is imported when it runs.
+"""
+The `camstab` command: argument parsing only; each sub-command is imported when it runs.
 
 Exit codes: 0 success, 2 bad input (arguments, parameters, files), 1 other failures.
 """

@@ -1,4 +1,5 @@
-"""Jitter simulator -> camera stabiliser (-> RViz): the live demo on a ROS 2 install.
+"""
+Jitter simulator -> camera stabiliser (-> RViz): the live demo on a ROS 2 install.
 
     ros2 launch camstab_ros demo.launch.py method:=fixed_lag scenario:=handheld use_rviz:=true
 

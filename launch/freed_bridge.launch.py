@@ -1,4 +1,5 @@
-"""FreeD tracker -> camera stabiliser -> FreeD to the render engine, in one process.
+"""
+FreeD tracker -> camera stabiliser -> FreeD to the render engine, in one process.
 
     ros2 launch camstab_ros freed_bridge.launch.py port:=40000 destination:=10.0.0.20:40001
 

@@ -1,4 +1,5 @@
-"""Fixtures for tests over real DDS: a private ROS_DOMAIN_ID per run and per test.
+"""
+Fixtures for tests over real DDS: a private ROS_DOMAIN_ID per run and per test.
 
 Domain ids are reserved with a lock file, so concurrent pytest runs (and xdist workers)
 on this machine never share one; discovery is limited to this host. The session's id is

@@ -1,5 +1,7 @@
 """Shared test helpers: paths and small synthetic takes."""
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -33,3 +35,13 @@ def moving_take(n=600, rate_hz=60.0, noise_m=0.0005, noise_deg=0.05, seed=0, jit
     wobble = Rotation.from_rotvec(rng.normal(0.0, np.radians(noise_deg), (n, 3)))
     noisy_q = (truth_r * wobble).as_quat()
     return t, truth_p, truth_q, noisy_p, noisy_q
+
+
+def modules_loaded_by(code, roots):
+    """Run code in a fresh interpreter; the loaded modules whose top package is in roots."""
+    probe = (f'{code}\nimport sys\n'
+             f'print(sorted(m for m in sys.modules if m.split(".")[0] in {tuple(roots)!r}))\n')
+    result = subprocess.run([sys.executable, '-c', probe], cwd=PROJECT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]

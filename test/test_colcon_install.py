@@ -36,8 +36,10 @@ def workspace(tmp_path_factory):
 
 
 def run_installed(ws, command, **kwargs):
-    """Run a command of the install space (as `ros2 run camstab_ros ...` would) in the
-    workspace with install/setup.bash sourced."""
+    """
+    Run a command of the install space (as `ros2 run camstab_ros ...` would) in the
+    workspace with install/setup.bash sourced.
+    """
     lib = ws / 'install' / 'camstab_ros' / 'lib' / 'camstab_ros'
     return subprocess.Popen(['bash', '-c', f'. install/setup.bash && exec {lib}/{command}'],
                             cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,8 +1,8 @@
 """ament_flake8 over the package, its tests, training, launch files and setup.py."""
-import pytest
 from ament_flake8.main import main_with_errors
-
 from helpers import PROJECT
+import pytest
+
 
 # Everything but the virtual environment and build output.
 CHECKED = ('camstab_ros', 'test', 'training', 'launch', 'setup.py')

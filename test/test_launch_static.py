@@ -1,4 +1,5 @@
-"""Static checks of the launch files, config/params.yaml and config/demo.rviz.
+"""
+Static checks of the launch files, config/params.yaml and config/demo.rviz.
 
 `launch` and RViz are not installable here, so the launch files are parsed, not run: every
 executable they start must be a console script of the package, every file they name must

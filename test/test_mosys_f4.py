@@ -1,4 +1,5 @@
-"""Mo-Sys F4 decoding on the real StarTracker take, and its handling of damaged takes.
+"""
+Mo-Sys F4 decoding on the real StarTracker take, and its handling of damaged takes.
 
 Known values come from the camdkit reader's tests, which index packets from 0 (its clip
 holds packet i at index i): packet 8 carries timecode 15:03:47:10, packet 9 the

@@ -1,4 +1,5 @@
-"""The nodes as separate processes over real DDS (rclpy, Fast DDS, a private domain).
+"""
+The nodes as separate processes over real DDS (rclpy, Fast DDS, a private domain).
 
 Simulator and stabiliser run as the installed console scripts (or `python -m` from a
 source tree, as `camstab demo` does); this process observes them with its own node,
@@ -131,8 +132,10 @@ class Observer:
 
 @pytest.fixture(scope='module')
 def ros(module_ros_domain, tmp_path_factory):
-    """Simulator -> stabiliser (fixed_lag) wired as in the launch file, a second
-    stabiliser fed by the test on /bad/*, and the observer node."""
+    """
+    Simulator -> stabiliser (fixed_lag) wired as in the launch file, a second
+    stabiliser fed by the test on /bad/*, and the observer node.
+    """
     logs = tmp_path_factory.mktemp('logs')
     env = module_ros_domain.env()
     procs = {
@@ -167,11 +170,13 @@ def by_stamp(messages):
 
 
 def assert_one_output_per_input(ros, out_stamps):
-    """Outputs carry simulator stamps, in order, once each, and cover the frames between
+    """
+    Outputs carry simulator stamps, in order, once each, and cover the frames between
     the first and the last output. Checked against the simulator's frame grid (60 Hz, no
     stamp jitter in params.yaml), not against what this node saw: on a loaded machine it
     can miss a message. The stabiliser's input is best effort (sensor-data QoS), so a
-    starved machine may lose a pose or two before the stabiliser sees it: 2 % may miss."""
+    starved machine may lose a pose or two before the stabiliser sees it: 2 % may miss.
+    """
     reference = stamp_to_ns(ros.poses[TRUTH][0].header.stamp)
     frames = (np.array(out_stamps) - reference) * SIMULATOR_RATE_HZ / 1e9
     assert np.all(np.abs(frames - np.round(frames)) < 1e-6)
@@ -450,9 +455,11 @@ AGREE_IN, AGREE_OUT, AGREE_NODE = '/agree/pose_in', '/agree/pose_out', 'agree_st
 
 
 def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain, tmp_path):
-    """One stream with bad rows, a short dropout and a 2 s stamp gap (the case where the
+    """
+    One stream with bad rows, a short dropout and a 2 s stamp gap (the case where the
     node and `camstab smooth` used to disagree): the node's outputs over real DDS equal
-    the file `camstab smooth` writes, to the precision of the file."""
+    the file `camstab smooth` writes, to the precision of the file.
+    """
     proc = start(node_command('stabilizer') + ros_arguments(
         PARAMS_FILE, {'method': 'one_euro', 'publish_tf': 'false'},
         {'pose_in': AGREE_IN, 'pose_out': AGREE_OUT, '__node': AGREE_NODE}),

@@ -1,8 +1,8 @@
 """ament_pep257 over the package, its tests, training, launch files and setup.py."""
-import pytest
 from ament_pep257.main import main
-
 from helpers import PROJECT
+import pytest
+
 
 CHECKED = ('camstab_ros', 'test', 'training', 'launch', 'setup.py')
 

@@ -1,6 +1,8 @@
-"""The one pipeline (camstab_ros.core.stabilizer) and its parameter table: one output per
+"""
+The one pipeline (camstab_ros.core.stabilizer) and its parameter table: one output per
 measurement, gap resets, method switches without a jump, and the offline take path equal
-to the node's pose-by-pose path."""
+to the node's pose-by-pose path.
+"""
 from camstab_ros.core import stabilizer as st
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
 from camstab_ros.core.params import ParameterError
@@ -181,9 +183,11 @@ def hostile_stream(n=900, rate_hz=60.0):
 
 
 def node_path(stabilizer, t, p, q, switch_at=None, new_smoother=None):
-    """What the node does with the stream: pose by pose through process(), the switch
+    """
+    What the node does with the stream: pose by pose through process(), the switch
     applied between two measurements, housekeeping's idle() call in a pause longer than
-    dropout_timeout_s, finish() at the end. {row: position} and {row: quaternion}."""
+    dropout_timeout_s, finish() at the end. {row: position} and {row: quaternion}.
+    """
     positions, quaternions = {}, {}
 
     def store(outputs):

@@ -1,4 +1,5 @@
-"""Training data for the learned smoothers, generated on demand from the simulation library.
+"""
+Training data for the learned smoothers, generated on demand from the simulation library.
 
 A take is fixed by its seed: the seed picks the scenario, the frame rate (24-240 Hz) and a
 tracker error model between quiet optical tracking and noisy inside-out tracking, with
@@ -39,8 +40,10 @@ AUGMENT = True
 
 
 def take_config(seed):
-    """(scenario, rate_hz, seconds, TrackerNoise, body rotation quaternion or None, speed-up
-    factor) of the training take with this seed."""
+    """
+    (scenario, rate_hz, seconds, TrackerNoise, body rotation quaternion or None, speed-up
+    factor) of the training take with this seed.
+    """
     rng = np.random.default_rng([seed, 20240601])
     scenario = SCENARIOS[rng.integers(len(SCENARIOS))]
     rate = float(rng.choice(RATES_HZ))
@@ -111,8 +114,10 @@ def windows(features, targets):
 
 
 def build(method, seeds, kalman_params=None, workers=2, progress=None):
-    """Windows of the takes with these seeds: x (W, T, F), y (W, T, 6), weight (W, T) and
-    the number of poses simulated."""
+    """
+    Windows of the takes with these seeds: x (W, T, F), y (W, T, 6), weight (W, T) and
+    the number of poses simulated.
+    """
     jobs = [(method, int(seed), kalman_params) for seed in seeds]
     xs, ys, ws = [], [], []
     poses = 0
@@ -129,11 +134,13 @@ def build(method, seeds, kalman_params=None, workers=2, progress=None):
 
 
 def normalisation(x, y, weight):
-    """Feature (mean, std) and per-group target scales from training windows.
+    """
+    Feature (mean, std) and per-group target scales from training windows.
 
     Robust: half the 16-84 percentile range (outliers in the stream do not inflate it);
     zero mean for the sign-symmetric quantities (everything but dt and the restart
-    flag, which is left as is). Targets share one scale per group (position, rotation)."""
+    flag, which is left as is). Targets share one scale per group (position, rotation).
+    """
     used = weight.reshape(-1) > 0
     f = x.reshape(-1, x.shape[-1])[used]
     t = y.reshape(-1, y.shape[-1])[used]

@@ -1,4 +1,5 @@
-"""Evaluate every smoother on the held-out synthetic test split and on real recorded motion.
+"""
+Evaluate every smoother on the held-out synthetic test split and on real recorded motion.
 
     .venv/bin/python -m training.evaluate [--takes 3] [--out docs/evaluation.md]
 
@@ -125,11 +126,13 @@ def real_tum_noise(seed):
 
 
 def real_tum_slam():
-    """RGB-D SLAM estimate vs mocap truth interpolated at the SLAM stamps.
+    """
+    RGB-D SLAM estimate vs mocap truth interpolated at the SLAM stamps.
 
     The SLAM file is in the mocap world frame up to a small rigid offset; the estimate is
     rigidly aligned (Umeyama, no scale) to the truth before smoothing; the RMSE before
-    alignment is reported too."""
+    alignment is reported too.
+    """
     truth = read_trajectory(REAL / 'tum_fr1_xyz_groundtruth.txt')
     slam = read_trajectory(REAL / 'tum_fr1_xyz_rgbdslam.txt')
     inside = (slam.t >= truth.t[0]) & (slam.t <= truth.t[-1])
@@ -148,8 +151,10 @@ def real_tum_slam():
 
 
 def real_mosys():
-    """Mo-Sys StarTracker take (no truth): jitter and lag of each causal method measured
-    against the offline rts result of the same take."""
+    """
+    Mo-Sys StarTracker take (no truth): jitter and lag of each causal method measured
+    against the offline rts result of the same take.
+    """
     from camstab_ros.io.mosys_f4 import f4_to_pose, read_f4
     take = read_f4(REAL / 'mosys_startracker_A003_C001_01.f4')
     stamps, poses = [], []
@@ -334,7 +339,7 @@ def main(argv=None):
                   METRIC_NAMES, 'method, parameters'), '']
     lines += ['## Real motion: TUM fr1_xyz motion capture + simulated tracker noise', '',
               'Truth: the motion-capture trajectory (100 Hz, 30 s, handheld Kinect). Noise: '
-              'the simulator\'s presets added to it (seed 7).', '']
+              "the simulator's presets added to it (seed 7).", '']
     for level in REAL_NOISE:
         lines += [f'### noise preset `{level}`', '', table(tum_noise[level]), '',
                   '**Target:** ' + verdict(tum_noise[level]), '']

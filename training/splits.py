@@ -1,4 +1,5 @@
-"""Seed splits of the synthetic data: tuning and training never see the test split.
+"""
+Seed splits of the synthetic data: tuning and training never see the test split.
 
 Every synthetic take is `simulate(scenario, seconds, rate_hz, seed, noise)`; the seed
 decides the split. The classical tuning (tune_classical.py) and the learned models'

@@ -1,4 +1,5 @@
-"""Train the `lstm` or `hybrid` model with tf-keras and export it for the NumPy runtime.
+"""
+Train the `lstm` or `hybrid` model with tf-keras and export it for the NumPy runtime.
 
     .venv/bin/python -m training.train --model hybrid [--out models/hybrid]
 
@@ -63,8 +64,10 @@ def build_keras_model(keras, input_size, units):
 
 
 def make_loss(tf, jitter_weight):
-    """Weighted MSE of the normalised correction plus jitter_weight times the MSE of the
-    frame-to-frame change of the error (shake). y_true packs targets and a weight."""
+    """
+    Weighted MSE of the normalised correction plus jitter_weight times the MSE of the
+    frame-to-frame change of the error (shake). y_true packs targets and a weight.
+    """
     def loss(y_true, y_pred):
         target, weight = y_true[..., :-1], y_true[..., -1]
         error = y_pred - target
@@ -102,8 +105,10 @@ def write_card(out, card):
 
 
 def model_metrics(model_dir, method, seeds, seconds):
-    """Mean DESIGN.md metrics of the exported model (run by the runtime, streaming) and of
-    passthrough on one take per scenario (default tracker noise, 60 Hz)."""
+    """
+    Mean DESIGN.md metrics of the exported model (run by the runtime, streaming) and of
+    passthrough on one take per scenario (default tracker noise, 60 Hz).
+    """
     from camstab_ros.core.evaluation import run_take
     from camstab_ros.core.metrics import evaluate, METRIC_NAMES
     from camstab_ros.core.simulation import SCENARIOS, simulate

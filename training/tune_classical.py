@@ -1,4 +1,5 @@
-"""Tune the default parameters of the classical smoothers on synthetic training takes.
+"""
+Tune the default parameters of the classical smoothers on synthetic training takes.
 
 For each method, position and orientation parameters are searched separately: minimise
 the mean position RMSE (orientation RMSE) over the tuning takes, subject to

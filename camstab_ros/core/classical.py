@@ -1,4 +1,5 @@
-"""Simple causal smoothers: passthrough (baseline), exponential moving average, One Euro.
+"""
+Simple causal smoothers: passthrough (baseline), exponential moving average, One Euro.
 
 Defaults of `ema` and `one_euro` (but d_cutoff): training/tune_classical.py.
 
@@ -66,7 +67,8 @@ def _one_euro_alpha(dt, cutoff_hz):
 
 
 class OneEuro(Smoother):
-    """One Euro filter (Casiez, Roussel, Vogel, CHI 2012): the cutoff rises with speed.
+    """
+    One Euro filter (Casiez, Roussel, Vogel, CHI 2012): the cutoff rises with speed.
 
     Position uses the velocity vector (one cutoff for x, y, z); orientation uses the angular
     velocity vector (in the frame of the filtered orientation) and slerps towards the

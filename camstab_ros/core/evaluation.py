@@ -1,4 +1,5 @@
-"""Methods run on takes and measured: what `camstab` and training's scripts share.
+"""
+Methods run on takes and measured: what `camstab` and training's scripts share.
 
 Every take goes through the one pipeline (`stabilizer.stabilize_take`), so a figure here
 is a figure of the node. Errors are library errors (ParameterError, ValueError), for the
@@ -16,9 +17,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # The fixed seeded take of the per-pose cost benchmark.
-BENCH_SCENARIO = dict(scenario='handheld', seconds=60.0, rate_hz=120.0, seed=7)
-# Truth and noisy stamps match when they agree to this many decimal places of a second.
-STAMP_DECIMALS = 6
+BENCH_SCENARIO = {'scenario': 'handheld', 'seconds': 60.0, 'rate_hz': 120.0, 'seed': 7}
+# Truth and noisy stamps match when they agree to the microsecond.
+STAMPS_PER_S = 1e6
 
 
 def run_take(method, t, p, q, params=None, timed=False, progress=None):
@@ -36,8 +37,8 @@ def run_take(method, t, p, q, params=None, timed=False, progress=None):
 
 def matched_truth(truth_t, truth_p, truth_q, t):
     """Truth rows at the stamps t (to the microsecond); ValueError unless all match."""
-    keys = {round(s, STAMP_DECIMALS): i for i, s in enumerate(truth_t)}
-    rows = [keys.get(round(s, STAMP_DECIMALS)) for s in t]
+    keys = {round(s * STAMPS_PER_S): i for i, s in enumerate(truth_t)}
+    rows = [keys.get(round(s * STAMPS_PER_S)) for s in t]
     missing = sum(r is None for r in rows)
     if missing:
         raise ValueError(f'no truth pose at {missing} of the {len(rows)} noisy timestamps '
@@ -46,7 +47,8 @@ def matched_truth(truth_t, truth_p, truth_q, t):
 
 
 def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None):
-    """{method: metrics} of each method on a noisy take, with its median per-pose cost.
+    """
+    {method: metrics} of each method on a noisy take, with its median per-pose cost.
 
     params: optional {method: {parameter: value}}.
     """
@@ -61,7 +63,8 @@ def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None
 
 
 def benchmark(methods, repeats=3):
-    """Per-pose cost {method: {median_us, p99_us, ratio, causal}} on BENCH_SCENARIO.
+    """
+    Per-pose cost {method: {median_us, p99_us, ratio, causal}} on BENCH_SCENARIO.
 
     ratio: the median over that of passthrough in the same run.
     """

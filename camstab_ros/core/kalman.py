@@ -1,4 +1,5 @@
-"""Kalman-family smoothers: `kalman` (causal), `fixed_lag` (`delay_frames` late), `rts` (offline).
+"""
+Kalman-family smoothers: `kalman` (causal), `fixed_lag` (`delay_frames` late), `rts` (offline).
 
 Model, discretised over each measurement's own interval (so 24-240 Hz and jittery stamps
 are handled exactly) with filterpy's continuous white-noise Q:
@@ -94,7 +95,8 @@ KALMAN_PARAMS = {
 
 
 class PoseKalmanFilter:
-    """The 6-DoF forward filter shared by kalman, fixed_lag and rts.
+    """
+    The 6-DoF forward filter shared by kalman, fixed_lag and rts.
 
     After `step()`: `x` (2, n, 3) holds [value, rate(, acceleration)] of position and of
     the orientation error (0 after folding), `P` (2, n, n) their shared per-axis
@@ -137,8 +139,10 @@ class PoseKalmanFilter:
         return self._f_coef * dt ** self._f_pow
 
     def step(self, t, position, q):
-        """Filter one measurement: t (s), position (3,), unit quaternion q (4,) in the
-        hemisphere of the previous one."""
+        """
+        Filter one measurement: t (s), position (3,), unit quaternion q (4,) in the
+        hemisphere of the previous one.
+        """
         if self.t is not None and not t > self.t:
             raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
         previous, self.t = self.t, t
@@ -198,13 +202,15 @@ class PoseKalmanFilter:
         self.restarted = (anchor_pos, anchor_rot)
 
     def _adapt(self, Q, P_pred, yy):
-        """Adaptive process noise (manoeuvre detection), before gating. A running mean of
+        """
+        Adaptive process noise (manoeuvre detection), before gating. A running mean of
         each group's innovation variance per axis is compared with what the model
         predicts; whatever exceeds `maneuver_threshold` times the prediction is added to
         this step's predicted variance (as a multiple of Q, so rate and acceleration
         open up consistently). Each step's contribution is capped at the gate, so one
         spike cannot widen the filter enough to pass it. Returns what `_undo_adapt`
-        needs to take the step back for a group that turns out to be an outlier."""
+        needs to take the step back for a group that turns out to be an outlier.
+        """
         undo = []
         for g in (POS, ROT):
             expected = P_pred[g, 0, 0] + self._r[g]
@@ -237,8 +243,10 @@ class PoseKalmanFilter:
         self._activity = self._r.tolist()
 
     def _anchor(self, x, P, group, value, change, dt):
-        """Restart a group at its measurement `value` with the rate `change` / dt from the
-        previous measurement (two-point start; acceleration back to its prior)."""
+        """
+        Restart a group at its measurement `value` with the rate `change` / dt from the
+        previous measurement (two-point start; acceleration back to its prior).
+        """
         r = self._r[group]
         x[group] = 0.0
         x[group, 0] = value
@@ -267,7 +275,8 @@ def _smoother_gain(F, P_prev, P_pred):
 
 
 def _rts_backward(gain, increment, P_f=None, P_pred=None):
-    """RTS backward pass over frames 0..m-1 (sequences indexed by frame).
+    """
+    RTS backward pass over frames 0..m-1 (sequences indexed by frame).
 
     Frame k >= 1 links back to frame k-1 through its smoother gain (zero for a group that
     starts a new segment at k), its increment (filtered minus predicted state) and, for
@@ -392,8 +401,10 @@ class RauchTungStriebel(Smoother):
         return [Estimate(*row, _covariance_6x6(P)) for row, P in zip(zip(t, p, q), P_s)]
 
     def smooth(self, t, p, q, progress=None):
-        """Batched path, equal to update() per pose then flush(); progress optionally wraps
-        the forward pass's frame iterator (e.g. a tqdm progress bar)."""
+        """
+        Batched path, equal to update() per pose then flush(); progress optionally wraps
+        the forward pass's frame iterator (e.g. a tqdm progress bar).
+        """
         q = quat.make_continuous(quat.normalize(q))
         if len(q) and self._last_q is not None and np.dot(q[0], self._last_q) < 0.0:
             q = -q

@@ -1,4 +1,5 @@
-"""Learned smoothers `lstm` and `hybrid`: an LSTM run from exported weights with NumPy.
+"""
+Learned smoothers `lstm` and `hybrid`: an LSTM run from exported weights with NumPy.
 
 Both networks see only quantities that do not depend on where the camera is, in fixed
 physical units, expressed in the camera's body frame (so a take moved or turned as a
@@ -44,8 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def cap_corrections(correction, max_mm, max_deg):
-    """Scale the position (mm) and rotation (deg) parts of corrections (..., 6) down to
-    their caps; non-finite rows become 0. Returns (capped, non-finite mask)."""
+    """
+    Scale the position (mm) and rotation (deg) parts of corrections (..., 6) down to
+    their caps; non-finite rows become 0. Returns (capped, non-finite mask).
+    """
     correction = np.array(correction, dtype=float)
     bad = ~np.all(np.isfinite(correction), axis=-1)
     correction[bad] = 0.0
@@ -118,8 +121,10 @@ class _LearnedSmoother(Smoother):
         return capped, count
 
     def _network_step(self, features):
-        """One LSTM step on one pose's features in SI units -> the capped correction
-        (6 floats, mm and deg); a non-finite output gives 0 and resets the state."""
+        """
+        One LSTM step on one pose's features in SI units -> the capped correction
+        (6 floats, mm and deg); a non-finite output gives 0 and resets the state.
+        """
         model = self.model
         out, state = model.network.step(model.normalize_si(features), self._state)
         c = (out * model.target_scale).tolist()
@@ -170,6 +175,17 @@ def _apply(base_p, base_q, correction):
     return base_p + np.column_stack(shift), quat.make_continuous(q)
 
 
+def _corrected(t, base_p, base_q, c):
+    """Estimate at t: one pose (base_q as 4 floats) moved by a body-frame correction c.
+
+    The correction is 6 floats, mm and deg: the scalar form of `_apply` for the per-pose
+    path.
+    """
+    shift = rotate(base_q, (c[0] * 1e-3, c[1] * 1e-3, c[2] * 1e-3))
+    rot = (math.radians(c[3]), math.radians(c[4]), math.radians(c[5]))
+    return Estimate(t, base_p + shift, np.array(quat.compose_exp(base_q, rot)))
+
+
 class HybridSmoother(_LearnedSmoother):
     name = 'hybrid'
     description = ('Kalman estimate corrected by an LSTM (correction capped; the Kalman '
@@ -192,10 +208,7 @@ class HybridSmoother(_LearnedSmoother):
             residual + quat.log_relative(qf, quaternion.tolist())
             + velocity + tuple(x[ROT, 1].tolist())
             + (0.0 if kf.F is None else t - previous_t, float(any(kf.restarted))))
-        c = self._network_step(features)
-        shift = rotate(qf, (c[0] * 1e-3, c[1] * 1e-3, c[2] * 1e-3))
-        rot = (math.radians(c[3]), math.radians(c[4]), math.radians(c[5]))
-        return Estimate(t, est + shift, np.array(quat.compose_exp(qf, rot)))
+        return _corrected(t, est, qf, self._network_step(features))
 
     def _model_smooth(self, t, p, q, progress):
         est_p, est_v, est_q, rate, dt, restarted = kalman_pass(
@@ -223,10 +236,7 @@ class LstmSmoother(_LearnedSmoother):
             step = rotate(q0, (position - p0).tolist(), inverse=True)
             features = np.array(step + quat.log_relative(q0, q) + (t - t0,))
         self._previous = (t, position, q)
-        c = self._network_step(features)
-        shift = rotate(q, (c[0] * 1e-3, c[1] * 1e-3, c[2] * 1e-3))
-        rot = (math.radians(c[3]), math.radians(c[4]), math.radians(c[5]))
-        return Estimate(t, position + shift, np.array(quat.compose_exp(q, rot)))
+        return _corrected(t, position, q, self._network_step(features))
 
     def _model_smooth(self, t, p, q, progress):
         out_p, out_q = _apply(p, q, self._network_batch(lstm_features(t, p, q)))

@@ -1,4 +1,5 @@
-"""What the learned methods see and learn: features and targets, shared with training.
+"""
+What the learned methods see and learn: features and targets, shared with training.
 
 Both networks see only quantities that do not depend on where the camera is, in fixed
 physical units, expressed in the camera's body frame (so a take moved or turned as a
@@ -51,8 +52,10 @@ TARGET_DEFINITIONS = {
 
 
 def rotate(q, v, inverse=False):
-    """R(q) v, or R(q)^T v when inverse, for q = (x, y, z, w) and v = (x, y, z): floats or
-    arrays of the same shape per component."""
+    """
+    R(q) v, or R(q)^T v when inverse, for q = (x, y, z, w) and v = (x, y, z): floats or
+    arrays of the same shape per component.
+    """
     qx, qy, qz, qw = q
     if inverse:
         qx, qy, qz = -qx, -qy, -qz
@@ -72,9 +75,11 @@ def columns(a):
 
 
 def hybrid_features(meas_p, meas_q, est_p, est_v, est_q, est_rate, dt, restarted):
-    """Hybrid features (N, 14) from per-pose arrays: measurement p (N, 3), q (N, 4); filter
+    """
+    Hybrid features (N, 14) from per-pose arrays: measurement p (N, 3), q (N, 4); filter
     position, velocity (N, 3), orientation (N, 4), body angular rate (N, 3) rad/s; dt (N,)
-    s; restarted (N,) bool."""
+    s; restarted (N,) bool.
+    """
     q = columns(est_q)
     residual = rotate(q, columns(meas_p - est_p), inverse=True)
     rot = quat.log_map(quat.multiply(quat.conjugate(est_q), meas_q))
@@ -110,9 +115,11 @@ def lstm_targets(truth_p, truth_q, p, q):
 
 
 def kalman_pass(params, t, p, q, stats=None, progress=None):
-    """Run the forward Kalman filter over a take; returns per-pose arrays (est_p, est_v,
+    """
+    Run the forward Kalman filter over a take; returns per-pose arrays (est_p, est_v,
     est_q, est_rate, dt, restarted) for `hybrid_features` (dt 0 where the filter started
-    afresh, as in the streaming path)."""
+    afresh, as in the streaming path).
+    """
     kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats())
     n = len(t)
     est = np.empty((n, 2, 3))

@@ -1,4 +1,5 @@
-"""The learned methods' model: a NumPy LSTM run from exported weights, and its model card.
+"""
+The learned methods' model: a NumPy LSTM run from exported weights, and its model card.
 
 A model directory holds `model_card.json` (format, version, method, architecture, feature
 and target definitions with their normalisation, the Kalman configuration of `hybrid`,
@@ -34,9 +35,11 @@ class ModelError(Exception):
 
 
 class LstmNetwork:
-    """Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear
+    """
+    Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear
     output layer, from arrays named lstm_<k>/kernel, lstm_<k>/recurrent_kernel,
-    lstm_<k>/bias, dense/kernel, dense/bias."""
+    lstm_<k>/bias, dense/kernel, dense/bias.
+    """
 
     def __init__(self, arrays, layers):
         self.layers = []
@@ -71,8 +74,10 @@ class LstmNetwork:
         return x @ self.dense_w + self.dense_b, new_state
 
     def run(self, x, state=None):
-        """A batch of sequences x (batch, steps, features) from `state` (zero by default)
-        -> outputs (batch, steps, targets)."""
+        """
+        A batch of sequences x (batch, steps, features) from `state` (zero by default)
+        -> outputs (batch, steps, targets).
+        """
         batch, steps, _ = x.shape
         state = state or self.initial_state(batch)
         for (w, u, b, _), (h, c), scale, offset in zip(
@@ -104,8 +109,10 @@ class LstmNetwork:
 
 
 def run_chunked(network, x):
-    """Network outputs (N, targets) for one long sequence x (N, features): chunks of
-    CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier."""
+    """
+    Network outputs (N, targets) for one long sequence x (N, features): chunks of
+    CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier.
+    """
     n = len(x)
     if n <= CHUNK_FRAMES:
         return network.run(x[None])[0]
@@ -168,8 +175,10 @@ class LearnedModel:
         return np.clip(z, -self.feature_clip, self.feature_clip)
 
     def normalize_si(self, features):
-        """The same for one pose's features (F,) in SI units (m, rad, s): the unit
-        conversion is folded into the standardisation (the per-pose hot path)."""
+        """
+        The same for one pose's features (F,) in SI units (m, rad, s): the unit
+        conversion is folded into the standardisation (the per-pose hot path).
+        """
         z = features * self._si_scale
         z -= self._si_offset
         return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
@@ -180,11 +189,13 @@ def _card_error(path, message):
 
 
 def load_model(directory, method):
-    """Load and validate models/<method>-style `directory` (model_card.json + weights).
+    """
+    Load and validate models/<method>-style `directory` (model_card.json + weights).
 
     Raises ModelError naming the offending file when anything is missing, corrupt or
     incompatible (card format or version, method, checksum, array names or shapes,
-    non-finite weights, Kalman configuration)."""
+    non-finite weights, Kalman configuration).
+    """
     directory = Path(directory)
     card_path = directory / CARD_FILE
     try:

@@ -1,4 +1,5 @@
-"""The registry of smoothing methods: every method by name, in the order tables list them.
+"""
+The registry of smoothing methods: every method by name, in the order tables list them.
 
 An explicit table (baseline, classical, Kalman family, learned): importing it imports
 every method module, and no method module imports it.

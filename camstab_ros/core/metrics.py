@@ -1,4 +1,5 @@
-"""Quality metrics, exactly as defined in DESIGN.md ("Measuring quality").
+"""
+Quality metrics, exactly as defined in DESIGN.md ("Measuring quality").
 
 All functions take an estimate and the ground truth sampled at the same timestamps t
 (seconds), positions in metres (N, 3) and unit quaternions (N, 4, x-y-z-w).
@@ -24,8 +25,10 @@ def _rms(values):
 
 
 def still_steps(t, truth_p, truth_q):
-    """Boolean mask over frame steps k-1 -> k (length N-1) where the true camera is still
-    at both ends: speed below 5 mm/s and 0.5 deg/s."""
+    """
+    Boolean mask over frame steps k-1 -> k (length N-1) where the true camera is still
+    at both ends: speed below 5 mm/s and 0.5 deg/s.
+    """
     if len(t) < 3:
         return np.zeros(max(len(t) - 1, 0), dtype=bool)
     dt = np.diff(t)
@@ -39,11 +42,13 @@ def still_steps(t, truth_p, truth_q):
 
 
 def lag_seconds(t, est_p, est_q, truth_p, truth_q, component='auto'):
-    """The shift tau in [-0.2, 0.2] s minimising RMS |est(t) - truth(t - tau)|.
+    """
+    The shift tau in [-0.2, 0.2] s minimising RMS |est(t) - truth(t - tau)|.
 
     component 'auto' (the metric): position, or orientation when the camera travels less
     than 1 cm; 'position' or 'orientation' force one (used when tuning each separately).
-    NaN when that part of the true camera does not move (no motion to lag behind)."""
+    NaN when that part of the true camera does not move (no motion to lag behind).
+    """
     travel = np.sum(np.linalg.norm(np.diff(truth_p, axis=0), axis=1))
     turn = np.sum(quat.angle_between(truth_q[:-1], truth_q[1:]))
     if component == 'auto':

@@ -1,4 +1,5 @@
-"""The one parameter system: a `ParamSpec` per parameter of every smoother, node and tool.
+"""
+The one parameter system: a `ParamSpec` per parameter of every smoother, node and tool.
 
 A spec holds the default, a description, the unit and the valid range or choices. The same
 specs are rendered into ROS parameter descriptors (`nodes/scaffolding.py`),
@@ -15,7 +16,8 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A parameter: default, valid range (inclusive) or choices, unit and meaning.
+    """
+    A parameter: default, valid range (inclusive) or choices, unit and meaning.
 
     A list default makes a string-array parameter. `check`, when given, is called with
     the converted value (before the choices are checked, so it can say why a value is

@@ -1,4 +1,5 @@
-"""Unit quaternions (x, y, z, w) and rotation vectors, vectorised over leading axes.
+"""
+Unit quaternions (x, y, z, w) and rotation vectors, vectorised over leading axes.
 
 Rotations go through scipy.spatial.transform.Rotation where it fits; hemisphere handling
 and slerp between arrays of quaternion pairs are done here because Rotation has no

@@ -1,4 +1,5 @@
-"""Synthetic camera moves (the ground truth) and what a tracker reports of them.
+"""
+Synthetic camera moves (the ground truth) and what a tracker reports of them.
 
 The true motion of a scenario is a continuous function of time fixed by the seed: eased
 moves (minimum-jerk profiles) between holds, plus filtered Gaussian noise generated on a
@@ -46,8 +47,10 @@ JITTER_LIMIT = 0.45
 
 @dataclass(frozen=True)
 class TrackerNoise:
-    """Tracker error model, SI units (m, deg, s, Hz); the defaults are a typical optical
-    tracker. Rotational errors are rotation vectors applied in the camera frame."""
+    """
+    Tracker error model, SI units (m, deg, s, Hz); the defaults are a typical optical
+    tracker. Rotational errors are rotation vectors applied in the camera frame.
+    """
 
     pos_sigma_m: float = 0.0005      # white noise per axis
     rot_sigma_deg: float = 0.02      # white noise per axis (small rotation vector)
@@ -161,9 +164,11 @@ class _Schedule(NamedTuple):
 
 
 def _moves(rng, seconds, hold_s, initial, draw):
-    """Eased moves separated by holds (seconds, uniform in hold_s) until `seconds`.
+    """
+    Eased moves separated by holds (seconds, uniform in hold_s) until `seconds`.
 
-    draw(rng, value) returns the (delta, duration) of the next move from value."""
+    draw(rng, value) returns the (delta, duration) of the next move from value.
+    """
     value = np.atleast_1d(np.asarray(initial, dtype=float))
     initial = value
     starts, durations, origins, deltas = [], [], [], []
@@ -215,10 +220,12 @@ def _scalar_moves(t, seconds, rng, amplitude, peak_speed, bounds, hold_s, min_du
 
 
 def _filtered_noise(t, seconds, rng, sos, rms):
-    """Stationary Gaussian noise through filter sos, one column per entry of rms, at t.
+    """
+    Stationary Gaussian noise through filter sos, one column per entry of rms, at t.
 
     Generated causally on the fixed GRID_HZ grid (after PREROLL_S of settling), scaled to
-    the requested RMS with the filter's noise gain, then interpolated by a cubic spline."""
+    the requested RMS with the filter's noise gain, then interpolated by a cubic spline.
+    """
     rms = np.asarray(rms, dtype=float)
     preroll = int(PREROLL_S * GRID_HZ)
     n = preroll + int(math.ceil(seconds * GRID_HZ)) + 4
@@ -256,10 +263,12 @@ def _tripod_pivot(rng):
 
 
 def _walk(t, seconds, rng, centre, radius_m, spacing_m, distance_m, peak_speed, hold_s):
-    """A walker on a smooth random path near a stage centre, stopping between walks; the
+    """
+    A walker on a smooth random path near a stage centre, stopping between walks; the
     path is a cubic spline through waypoints spacing_m apart.
 
-    Returns position (N, 2), heading (N,) rad, speed (N,) m/s and distance walked (N,) m."""
+    Returns position (N, 2), heading (N,) rad, speed (N,) m/s and distance walked (N,) m.
+    """
     def draw(rng, value):
         distance = rng.uniform(*distance_m)
         return distance, _duration(distance, rng.uniform(*peak_speed), 1.5)
@@ -289,9 +298,11 @@ def _walk(t, seconds, rng, centre, radius_m, spacing_m, distance_m, peak_speed, 
 
 
 def _gait(heading, speed, walked, bob_m, sway_m):
-    """Walking bob: vertical once per step, sideways once per stride, growing with speed.
+    """
+    Walking bob: vertical once per step, sideways once per stride, growing with speed.
 
-    Returns the (N, 2) sideways and (N,) vertical displacement and the stride phase."""
+    Returns the (N, 2) sideways and (N,) vertical displacement and the stride phase.
+    """
     envelope = np.minimum(speed, 1.0)        # full amplitude from 1 m/s
     phase = np.pi * walked / STEP_LENGTH_M  # half a stride per step
     left = np.column_stack([-np.sin(heading), np.cos(heading)])
@@ -403,8 +414,10 @@ def _orbit(t, seconds, ss):
 
 
 def _handheld(t, seconds, ss):
-    """An operator standing and taking short walks: body sway, gait, reframing pans and
-    8-12 Hz physiological tremor (true camera motion)."""
+    """
+    An operator standing and taking short walks: body sway, gait, reframing pans and
+    8-12 Hz physiological tremor (true camera motion).
+    """
     rng = _rng(ss)
     centre = rng.uniform(-2.0, 2.0, 2)
     height = rng.uniform(1.45, 1.65)
@@ -456,10 +469,12 @@ _SCENARIO_MOTION = {
 
 
 def simulate_truth(scenario, seconds, rate_hz, seed):
-    """True camera motion of a scenario on the uniform clock k / rate_hz, k < seconds * rate.
+    """
+    True camera motion of a scenario on the uniform clock k / rate_hz, k < seconds * rate.
 
     Returns (t (N,), p (N, 3), q (N, 4)); the same seed gives the same continuous motion at
-    every rate."""
+    every rate.
+    """
     frames = _check_clock(scenario, seconds, rate_hz)
     motion = np.random.SeedSequence(_check_seed(seed)).spawn(2)[0]
     t = np.arange(frames) / float(rate_hz)
@@ -480,8 +495,10 @@ def _events(rng, rate_hz, interval):
 
 
 def _dropped(rng, n, rate):
-    """Missing frames: alternating kept and dropped runs of geometric length (a two-state
-    Markov chain) with mean burst DROPOUT_MEAN_BURST_FRAMES and dropped fraction rate."""
+    """
+    Missing frames: alternating kept and dropped runs of geometric length (a two-state
+    Markov chain) with mean burst DROPOUT_MEAN_BURST_FRAMES and dropped fraction rate.
+    """
     dropped = np.zeros(n, dtype=bool)
     if rate <= 0.0:
         return dropped
@@ -510,12 +527,14 @@ def _freed_quantize(p, q):
 
 
 def add_tracker_noise(t, p, q, noise, seed):
-    """What a tracker with error model `noise` reports of the true poses (t, p, q).
+    """
+    What a tracker with error model `noise` reports of the true poses (t, p, q).
 
     Row k of the result is frame k of the input unless dropped; with stamp jitter its stamp
     moves but its truth stays the pose at the true capture time t[k]. Re-localisation adds
     a persistent position offset. rate_hz of the Take is 1 / median frame interval and its
-    scenario is ''."""
+    scenario is ''.
+    """
     t, p, q = _check_trajectory(t, p, q)
     if not isinstance(noise, TrackerNoise):
         raise ValueError(f'noise must be a TrackerNoise, got {type(noise).__name__}')

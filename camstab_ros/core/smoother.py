@@ -1,4 +1,5 @@
-"""The one smoother interface (methods are created by name in `methods`).
+"""
+The one smoother interface (methods are created by name in `methods`).
 
 Every method (classical or learned) subclasses `Smoother`:
 - `reset()` forgets all state;
@@ -40,7 +41,8 @@ class SmootherStats:
 
 
 class Smoother:
-    """Base class: subclasses set `name`, `PARAMS` and implement `_reset` and `_update`.
+    """
+    Base class: subclasses set `name`, `PARAMS` and implement `_reset` and `_update`.
 
     Capabilities the stabiliser and the tools read:
     - `causal`: estimates use no later measurement (else: offline only);
@@ -94,7 +96,8 @@ class Smoother:
         return []
 
     def smooth(self, t, p, q, progress=None):
-        """Smooth a whole take: arrays t (N,), p (N, 3), q (N, 4) -> the same shapes.
+        """
+        Smooth a whole take: arrays t (N,), p (N, 3), q (N, 4) -> the same shapes.
 
         progress: optional wrapper for the row iterator (e.g. a tqdm progress bar).
         """

@@ -1,4 +1,5 @@
-"""The one stabilising pipeline: validation -> smoother -> gap resets -> run-time switch.
+"""
+The one stabilising pipeline: validation -> smoother -> gap resets -> run-time switch.
 
 `Stabilizer` is what the `stabilizer` node, the FreeD bridge, `camstab smooth`,
 `camstab evaluate`, the benchmarks, bag smoothing and training's evaluation all run: an
@@ -33,7 +34,7 @@ from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
 from camstab_ros.core.params import ParameterError, ParamSpec
 from camstab_ros.core.smoother import SmootherStats
-from camstab_ros.core.validation import MeasurementValidator, REASONS
+from camstab_ros.core.validation import drop_figures, MeasurementValidator, REASONS
 import numpy as np
 
 
@@ -104,7 +105,8 @@ def build_smoother(values):
 
 
 def staged_smoother(specs, values, changes):
-    """Validate parameter changes {name: value} against the current values.
+    """
+    Validate parameter changes {name: value} against the current values.
 
     Returns the new smoother they call for, or None when the smoother is unaffected.
     Names outside specs are ignored (a node's other parameters). Raises ParameterError,
@@ -269,8 +271,7 @@ class Stabilizer:
             'delay_frames': smoother.delay_frames,
             'received': self.received,
             'published': self.published,
-            'dropped_invalid': sum(dropped.values()),
-            **{f'dropped.{reason}': n for reason, n in dropped.items()},
+            **drop_figures('dropped_invalid', dropped),
             'renormalized': self.validator.renormalized,
             'outliers_rejected': stats.outliers,
             'resets': stats.resets,
@@ -353,7 +354,8 @@ _LATER = object()
 
 
 def _find(queue, t):
-    """Find the estimate at time t in an in-order queue, dropping older ones.
+    """
+    Find the estimate at time t in an in-order queue, dropping older ones.
 
     Returns _LATER if it is still to come, None if the queue has passed t (there is none).
     """
@@ -369,7 +371,8 @@ def _percentile(values, q):
 
 
 def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None):
-    """Run a whole take through a fresh Stabilizer: one output row per input row.
+    """
+    Run a whole take through a fresh Stabilizer: one output row per input row.
 
     switches: (row index, smoother) pairs; the smoother replaces the current one before
     that row, as a run-time parameter change does in the node.
@@ -424,9 +427,11 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
 
 
 def _batched_take(stabilizer, t, p, q, progress):
-    """Fast path of _streamed_take for batched and offline smoothers (test_stabilizer
+    """
+    Fast path of _streamed_take for batched and offline smoothers (test_stabilizer
     proves them equal): validation row by row, then one smooth() per stretch between
-    gap resets."""
+    gap resets.
+    """
     validator = stabilizer.validator
     valid = np.zeros(len(t), dtype=bool)
     q_unit = np.zeros((len(t), 4))

@@ -1,4 +1,5 @@
-"""Measurement validation: the gate between a raw pose and a smoother.
+"""
+Measurement validation: the gate between a raw pose and a smoother.
 
 Every rejected measurement is counted by reason, so nodes and commands can report it.
 A non-unit (but finite, non-zero) quaternion is renormalised and counted, not dropped.
@@ -50,3 +51,12 @@ class MeasurementValidator:
             self.renormalized += 1
         self._last_t = t
         return None, quaternion / norm
+
+
+def drop_figures(total_key, counts):
+    """Diagnostics values of drop counts {reason: n}.
+
+    The total comes under total_key, then each reason as 'dropped.<reason>'.
+    """
+    return {total_key: sum(counts.values()),
+            **{f'dropped.{reason}': n for reason, n in counts.items()}}

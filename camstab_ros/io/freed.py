@@ -1,4 +1,5 @@
-"""FreeD D1 camera-tracking messages: 29-byte codec and the mapping to REP 103 poses.
+"""
+FreeD D1 camera-tracking messages: 29-byte codec and the mapping to REP 103 poses.
 
 Wire format (Vinten free-d, type D1), big-endian, 29 bytes:
 
@@ -129,7 +130,8 @@ _AXIS_INDEX = {'x': 0, 'y': 1, 'z': 2}
 
 @dataclass(frozen=True)
 class AxisMapping:
-    """How FreeD axes and angles become a REP 103 pose (x forward, y left, z up; metres).
+    """
+    How FreeD axes and angles become a REP 103 pose (x forward, y left, z up; metres).
 
     position_axes[i] names the FreeD axis ('x', 'y' or 'z') that feeds REP 103 axis i and
     position_signs[i] its sign. The orientation is

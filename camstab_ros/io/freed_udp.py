@@ -1,4 +1,5 @@
-"""FreeD D1 over UDP, free of ROS: datagram decoding, stamps, input thread, output.
+"""
+FreeD D1 over UDP, free of ROS: datagram decoding, stamps, input thread, output.
 
 - `decode_datagram()`: a datagram -> a FreeDPacket, or the reason it is dropped;
 - `TimeBase`: stamps of arriving frames (arrival time, or a jitter-free frame clock);
@@ -57,7 +58,8 @@ def decode_datagram(data):
 
 
 class TimeBase:
-    """Stamps (seconds) of arriving frames: their arrival time, or a frame clock.
+    """
+    Stamps (seconds) of arriving frames: their arrival time, or a frame clock.
 
     With a frame rate, frame k after the anchor is stamped anchor + k / rate: network
     jitter does not reach the stamps. When the clock drifts more than RESYNC_S from the
@@ -94,7 +96,8 @@ class TimeBase:
 
 
 class FreedInput:
-    """FreeD input: a UDP receiver thread, decoding and drop counts.
+    """
+    FreeD input: a UDP receiver thread, decoding and drop counts.
 
     `handler(packet, sender, arrival_ns)` is called in the receiver thread for each
     valid packet, in arrival order; `on_drop(reason, data, sender)` for each malformed
@@ -159,7 +162,7 @@ class FreedOutput:
         self.udp = UdpSender(host, port)
         self.camera_id = camera_id
         self.on_drop = on_drop
-        self.dropped = Counter({reason: 0 for reason in OUTPUT_DROP_REASONS})
+        self.dropped = Counter(dict.fromkeys(OUTPUT_DROP_REASONS, 0))
 
     @classmethod
     def from_values(cls, values):

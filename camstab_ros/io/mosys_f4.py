@@ -1,4 +1,5 @@
-"""Mo-Sys F4 tracking packets (StarTracker output and its recorded .f4 takes).
+"""
+Mo-Sys F4 tracking packets (StarTracker output and its recorded .f4 takes).
 
 Packet: 0xF4, camera id, axis count N, status, N axis blocks of 5 bytes (axis id, axis
 status, 3 data bytes big-endian), checksum = (0x40 - sum(preceding bytes)) mod 256.
@@ -77,7 +78,8 @@ class Timecode(NamedTuple):
 
 @dataclass
 class F4Packet:
-    """One decoded packet. Positions in centimetres (x_m etc. in metres); None if absent.
+    """
+    One decoded packet. Positions in centimetres (x_m etc. in metres); None if absent.
 
     axes holds every axis block as {axis_id: (axis_status, 24-bit unsigned data)}.
     """
@@ -242,7 +244,8 @@ def _scan(data, source, strict):
 
 
 def iter_packets(data, strict=False, source='<bytes>'):
-    """Yield the F4Packets of a byte stream, skipping (and logging) bad stretches.
+    """
+    Yield the F4Packets of a byte stream, skipping (and logging) bad stretches.
 
     With strict=True the first bad stretch raises F4Error naming its offset.
     """
@@ -255,7 +258,8 @@ def iter_packets(data, strict=False, source='<bytes>'):
 
 
 def read_f4(path, strict=False):
-    """Decode a recorded .f4 take into an F4Take (a list of F4Packet).
+    """
+    Decode a recorded .f4 take into an F4Take (a list of F4Packet).
 
     Bad stretches are skipped, logged and listed in take.skipped (strict=True raises
     F4Error instead). A file without a single valid packet raises F4Error.
@@ -277,7 +281,8 @@ def read_f4(path, strict=False):
 
 
 def f4_to_freed(packet):
-    """The packet as a FreeD packet (same angles; cm -> m; 16-bit lens values as counts).
+    """
+    The packet as a FreeD packet (same angles; cm -> m; 16-bit lens values as counts).
 
     Zoom and focus become the 16-bit encoder counts StarTracker sends over FreeD (0 when
     the axis is absent). Raises F4Error if a pose axis is missing.

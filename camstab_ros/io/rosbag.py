@@ -1,4 +1,5 @@
-"""rosbag2 bags (mcap or sqlite3) through the `rosbags` library: no ROS install needed.
+"""
+rosbag2 bags (mcap or sqlite3) through the `rosbags` library: no ROS install needed.
 
 Messages are written either as raw CDR bytes (exactly what a raw rclpy subscription
 receives) or as `rosbags` typestore messages, which are serialised here. Reading yields
@@ -29,7 +30,8 @@ def typestore():
 
 
 class BagWriter:
-    """Writes a new rosbag2 directory; use as a context manager.
+    """
+    Writes a new rosbag2 directory; use as a context manager.
 
     `add_topic(topic, msgtype)` declares a topic once; `write(topic, timestamp_ns, message)`
     takes raw CDR bytes or a typestore message of the topic's type.
@@ -45,15 +47,12 @@ class BagWriter:
         self._connections = {}
         self.count = 0
 
-    def open(self):
-        self._writer.open()
-        return self
-
     def close(self):
         self._writer.close()
 
     def __enter__(self):
-        return self.open()
+        self._writer.open()
+        return self
 
     def __exit__(self, *exc):
         self.close()
@@ -85,8 +84,10 @@ class BagWriter:
 
 
 def write_bag(path, topics, records, storage='mcap'):
-    """Write a bag in one call: topics {name: msgtype}; records of (topic, timestamp_ns,
-    message) with message raw CDR bytes or a typestore message. Returns the count."""
+    """
+    Write a bag in one call: topics {name: msgtype}; records of (topic, timestamp_ns,
+    message) with message raw CDR bytes or a typestore message. Returns the count.
+    """
     with BagWriter(path, storage) as bag:
         for topic, msgtype in topics.items():
             bag.add_topic(topic, msgtype)
@@ -152,9 +153,11 @@ def _pose_of(message, msgtype):
 
 
 def read_poses(path, topic):
-    """Poses of one topic by header stamp: (t (N,) s, positions (N, 3), quaternions (N, 4),
+    """
+    Poses of one topic by header stamp: (t (N,) s, positions (N, 3), quaternions (N, 4),
     frame_id of the first message). Reads PoseStamped, PoseWithCovarianceStamped and
-    TransformStamped topics."""
+    TransformStamped topics.
+    """
     t, p, q, frame_id = [], [], [], None
     for msg in read_bag(path, [topic]):
         position, quaternion = _pose_of(msg.data, msg.msgtype)
@@ -169,9 +172,11 @@ def read_poses(path, topic):
 
 
 def write_poses(path, poses, frame_id, storage='mcap'):
-    """Write PoseStamped topics from arrays: poses {topic: (t (N,), p (N, 3), q (N, 4))}.
+    """
+    Write PoseStamped topics from arrays: poses {topic: (t (N,), p (N, 3), q (N, 4))}.
 
-    Each message is recorded at its own stamp. Returns the number of messages."""
+    Each message is recorded at its own stamp. Returns the number of messages.
+    """
     records = []
     for topic, (t, p, q) in poses.items():
         for ti, pi, qi in zip(t, p, q):

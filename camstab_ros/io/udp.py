@@ -1,4 +1,5 @@
-"""UDP endpoints for tracking protocols: bind with a clear error, allow-list, counted drops.
+"""
+UDP endpoints for tracking protocols: bind with a clear error, allow-list, counted drops.
 
 `UdpReceiver.receive_batch()` blocks for the first datagram, then drains what is already
 queued in the socket without blocking: the datagrams waiting at one call form a bounded
@@ -96,7 +97,8 @@ class UdpReceiver:
         return any(address in network for network in self.allow)
 
     def receive_batch(self):
-        """[(data, sender, arrival_ns)] in arrival order; [] after the timeout with none.
+        """
+        [(data, sender, arrival_ns)] in arrival order; [] after the timeout with none.
 
         arrival_ns is time.monotonic_ns() when the datagram was taken from the socket.
         """

@@ -1,4 +1,5 @@
-"""The `camera_stabilizer` node (executable `stabilizer`): pose_in -> Stabilizer -> pose_out.
+"""
+The `camera_stabilizer` node (executable `stabilizer`): pose_in -> Stabilizer -> pose_out.
 
 Topics (relative names, remapped in launch):
 - sub `pose_in` geometry_msgs/PoseStamped, sensor-data QoS (best effort, depth 5);

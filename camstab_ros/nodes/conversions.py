@@ -1,4 +1,5 @@
-"""Message <-> NumPy conversions for poses, paths, transforms and stamps (like sensor_msgs_py).
+"""
+Message <-> NumPy conversions for poses, paths, transforms and stamps (like sensor_msgs_py).
 
 Positions are (3,) or (N, 3) arrays in metres, quaternions (4,) or (N, 4) in x, y, z, w
 order, times float seconds. Covariances are 6x6 over (x, y, z, rotation about X, Y, Z),
@@ -132,9 +133,11 @@ def path_to_arrays(msg):
 
 
 def arrays_to_path(t, frame_id, positions, quaternions):
-    """Arrays (t (N,), positions (N, 3), quaternions (N, 4)) -> nav_msgs/Path.
+    """
+    Arrays (t (N,), positions (N, 3), quaternions (N, 4)) -> nav_msgs/Path.
 
-    The path's own stamp is that of its last pose (zero for an empty path)."""
+    The path's own stamp is that of its last pose (zero for an empty path).
+    """
     poses = [make_pose_stamped(sec_to_stamp(ti), frame_id, p, q)
              for ti, p, q in zip(t, positions, quaternions)]
     stamp = poses[-1].header.stamp if poses else Time()

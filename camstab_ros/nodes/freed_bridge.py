@@ -1,4 +1,5 @@
-"""The `freed_bridge` node: FreeD in -> stabiliser -> FreeD out in one process, no DDS hop.
+"""
+The `freed_bridge` node: FreeD in -> stabiliser -> FreeD out in one process, no DDS hop.
 
 Each valid datagram goes, in the UDP receiver thread, through the core `Stabilizer` (the
 `stabilizer` node's pipeline), and every released estimate leaves at once as a D1
@@ -15,6 +16,7 @@ import threading
 import time
 
 from camstab_ros.core import stabilizer as pipeline
+from camstab_ros.core.validation import drop_figures
 from camstab_ros.io import freed
 from camstab_ros.io.freed_udp import FreedInput, FreedOutput, INPUT_SPECS, OUTPUT_SPECS, TimeBase
 from camstab_ros.nodes.scaffolding import (current_values, declare_parameters, diagnostic_array,
@@ -130,9 +132,8 @@ class FreedBridgeNode(Node):
             'destination': f'{dest_host}:{dest_port}',
             'datagrams_received': self._input.udp.received,
             'sent': self._output.udp.sent,
-            'dropped_input': sum(input_drops.values()),
-            **{f'dropped.{reason}': n for reason, n in input_drops.items()},
-            **{f'dropped.{reason}': n for reason, n in output_drops.items()},
+            **drop_figures('dropped_input', input_drops),
+            **drop_figures('dropped_output', output_drops),
             **figures,
         }, 'freed'))
 

@@ -1,4 +1,5 @@
-"""The `freed_receiver` node: FreeD D1 over UDP -> PoseStamped and lens values.
+"""
+The `freed_receiver` node: FreeD D1 over UDP -> PoseStamped and lens values.
 
 Topics (relative names):
 - pub `pose_out` geometry_msgs/PoseStamped, reliable, depth 10: one per valid datagram,
@@ -16,6 +17,7 @@ import sys
 import time
 
 from camstab_ros.core.params import ParamSpec
+from camstab_ros.core.validation import drop_figures
 from camstab_ros.io import freed
 from camstab_ros.io.freed_udp import FreedInput, INPUT_SPECS, TimeBase
 from camstab_ros.nodes import conversions
@@ -91,8 +93,7 @@ class FreedReceiverNode(Node):
             'address': f'{host}:{port}',
             'received': self._input.udp.received,
             'published': self.published,
-            'dropped': sum(dropped.values()),
-            **{f'dropped.{reason}': n for reason, n in dropped.items()},
+            **drop_figures('dropped', dropped),
             'time_base_resyncs': self._time_base.resyncs,
         }, 'freed'))
 

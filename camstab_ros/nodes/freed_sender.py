@@ -1,4 +1,5 @@
-"""The `freed_sender` node: PoseStamped -> FreeD D1 over UDP, one datagram per pose.
+"""
+The `freed_sender` node: PoseStamped -> FreeD D1 over UDP, one datagram per pose.
 
 Topics (relative names):
 - sub `pose_in` geometry_msgs/PoseStamped, sensor-data QoS (best effort, depth 5);
@@ -11,6 +12,7 @@ A pose that cannot be encoded (non-finite, zero quaternion, position beyond Free
 """
 import sys
 
+from camstab_ros.core.validation import drop_figures
 from camstab_ros.io.freed_udp import FreedOutput, OUTPUT_SPECS
 from camstab_ros.nodes import conversions
 from camstab_ros.nodes.scaffolding import (declare_parameters, diagnostic_array,
@@ -77,8 +79,7 @@ class FreedSenderNode(Node):
             'destination': f'{host}:{port}',
             'received': self.received,
             'sent': self._output.udp.sent,
-            'dropped': sum(dropped.values()),
-            **{f'dropped.{reason}': n for reason, n in dropped.items()},
+            **drop_figures('dropped', dropped),
         }, 'freed'))
 
     def destroy_node(self):

@@ -1,4 +1,5 @@
-"""The `jitter_simulator` node: a simulated camera move and a noisy tracker reporting it.
+"""
+The `jitter_simulator` node: a simulated camera move and a noisy tracker reporting it.
 
 Publishes (relative names, remapped in launch):
 - `pose_truth` geometry_msgs/PoseStamped (reliable, depth 10): the true camera pose;

@@ -1,4 +1,5 @@
-"""What every node of the package shares: main(), parameters, diagnostics, drop logging.
+"""
+What every node of the package shares: main(), parameters, diagnostics, drop logging.
 
 - `run_node()`: the distro's main() idiom (init, spin, destroy, try_shutdown), exit code 2
   with the reason on a configuration error;
@@ -84,7 +85,8 @@ def current_values(node, specs):
 
 
 def watch_parameters(node, specs, validate, apply):
-    """Route run-time parameter changes of node to validate and apply.
+    """
+    Route run-time parameter changes of node to validate and apply.
 
     validate({name: value}) raises one of CHANGE_ERRORS with the reason to reject the
     change; apply(values, changed names) runs once it is accepted, with every value of

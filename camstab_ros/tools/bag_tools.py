@@ -1,4 +1,5 @@
-"""`camstab bag record|play|info` and offline smoothing of a bag's pose topic.
+"""
+`camstab bag record|play|info` and offline smoothing of a bag's pose topic.
 
 record: raw CDR subscriptions (no deserialisation), each message written at its receipt
 time; play: raw publishing with the bag's original timing; both run rclpy without rosbag2.
@@ -32,8 +33,10 @@ def _reader_errors():
 
 
 def bag_info(path):
-    """{'path', 'storage', 'duration_s', 'start_ns', 'end_ns', 'messages', 'topics':
-    {topic: {'type', 'count'}}}; BagError if the bag is missing or corrupt."""
+    """
+    {'path', 'storage', 'duration_s', 'start_ns', 'end_ns', 'messages', 'topics':
+    {topic: {'type', 'count'}}}; BagError if the bag is missing or corrupt.
+    """
     try:
         with Reader(path) as reader:
             topics = {}
@@ -58,7 +61,8 @@ def bag_info(path):
 
 
 def smooth_bag(input_bag, output_bag, topic, method, params):
-    """Copy every topic of input_bag to output_bag plus `<topic>_stabilized` (PoseStamped).
+    """
+    Copy every topic of input_bag to output_bag plus `<topic>_stabilized` (PoseStamped).
 
     The stabilised message of each input pose has its header and bag timestamp. Returns a
     summary dict; raises BagError (bad bag, topic, method or parameters) writing nothing.
@@ -130,7 +134,8 @@ def _shutdown(node, context):
 
 
 def record(out, topics, storage='mcap', duration=None, count=None, should_stop=None):
-    """Record topics (raw CDR, stamped on receipt) until duration/count/should_stop/Ctrl-C.
+    """
+    Record topics (raw CDR, stamped on receipt) until duration/count/should_stop/Ctrl-C.
 
     Waits up to DISCOVERY_TIMEOUT_S for each topic's publisher to learn its type. Returns
     {topic: messages recorded}.
@@ -140,7 +145,7 @@ def record(out, topics, storage='mcap', duration=None, count=None, should_stop=N
     node, context = _ros_node('camstab_bag_record')
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    counts = {topic: 0 for topic in topics}
+    counts = dict.fromkeys(topics, 0)
     try:
         types, deadline = {}, time.monotonic() + DISCOVERY_TIMEOUT_S
         while len(types) < len(topics) and time.monotonic() < deadline:
@@ -184,7 +189,8 @@ def record(out, topics, storage='mcap', duration=None, count=None, should_stop=N
 
 
 def play(bag, topics=None, rate_factor=1.0, loop=False, wait_subscribers_s=2.0):
-    """Publish a bag's messages raw with their original timing; returns messages sent.
+    """
+    Publish a bag's messages raw with their original timing; returns messages sent.
 
     Waits up to wait_subscribers_s for every topic to have a subscriber (messages sent
     before discovery completes are lost).

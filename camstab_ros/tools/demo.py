@@ -1,4 +1,5 @@
-"""`camstab demo`: the live demo over real DDS, without `launch`.
+"""
+`camstab demo`: the live demo over real DDS, without `launch`.
 
 Starts the installed `jitter_simulator` and `stabilizer` executables as separate processes
 with config/params.yaml and the remappings of launch/demo.launch.py, on a private
@@ -10,6 +11,7 @@ stillest second) and `bag/` (rosbag2, mcap, the three topics as received). Every
 stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
 """
 import json
+import shutil
 from pathlib import Path
 import sys
 import time
@@ -122,9 +124,11 @@ def match(a_stamps, b_stamps):
 
 
 def compare(recording, since=None):
-    """Metrics of noisy and stabilised against truth, latency and drops.
+    """
+    Metrics of noisy and stabilised against truth, latency and drops.
 
-    since: {topic: row index} to compare only recent rows (the live line)."""
+    since: {topic: row index} to compare only recent rows (the live line).
+    """
     since = since or {}
     truth_s, _, truth_p, truth_q = recording.arrays(TRUTH, since.get(TRUTH, 0))
     noisy_s, noisy_r, noisy_p, noisy_q = recording.arrays(NOISY, since.get(NOISY, 0))
@@ -226,8 +230,10 @@ def stillest_window(t, p, window_s):
 
 
 def plot(path, recording, title):
-    """Truth, noisy and stabilised x, y, z over time, each with an inset beside it zoomed
-    on the stillest second of the truth (in mm)."""
+    """
+    Truth, noisy and stabilised x, y, z over time, each with an inset beside it zoomed
+    on the stillest second of the truth (in mm).
+    """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
@@ -241,9 +247,9 @@ def plot(path, recording, title):
     t0 = min(s[0] for s, _ in series.values() if len(s))
     seconds = {topic: (s - t0) * 1e-9 for topic, (s, _) in series.items()}
     lo, hi = stillest_window(seconds[TRUTH], truth_p, STILL_WINDOW_S)
-    style = {TRUTH: dict(color='tab:green', lw=1.5, label='truth'),
-             NOISY: dict(color='tab:red', lw=0.6, alpha=0.6, label='noisy'),
-             STABILIZED: dict(color='tab:blue', lw=1.0, label='stabilised')}
+    style = {TRUTH: {'color': 'tab:green', 'lw': 1.5, 'label': 'truth'},
+             NOISY: {'color': 'tab:red', 'lw': 0.6, 'alpha': 0.6, 'label': 'noisy'},
+             STABILIZED: {'color': 'tab:blue', 'lw': 1.0, 'label': 'stabilised'}}
     fig, axes = plt.subplots(3, 1, figsize=(14, 9), sharex=True)
     fig.subplots_adjust(left=0.07, right=0.66, top=0.94, bottom=0.07, hspace=0.15)
     for axis, ax in enumerate(axes):

@@ -1,4 +1,5 @@
-"""`camstab bench --freed`: latency of `freed_bridge`, FreeD datagram in -> datagram out.
+"""
+`camstab bench --freed`: latency of `freed_bridge`, FreeD datagram in -> datagram out.
 
 Runs the installed bridge as a child process on 127.0.0.1, sends a synthetic take at
 `rate_hz` (the spare field carries a sequence number, which the bridge passes through)

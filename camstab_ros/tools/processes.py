@@ -1,4 +1,5 @@
-"""Child processes and private ROS contexts shared by the demo and the benchmarks.
+"""
+Child processes and private ROS contexts shared by the demo and the benchmarks.
 
 - `node_command()`: the command that starts an installed executable of the package;
 - `Children`: child processes in their own sessions, stopped with SIGINT then SIGKILL;
@@ -31,12 +32,14 @@ DOMAIN_RANGE = (1, 100)
 
 @contextmanager
 def sigint_as_flag():
-    """Turn SIGINT (Ctrl-C) into a flag that the caller's loop polls.
+    """
+    Turn SIGINT (Ctrl-C) into a flag that the caller's loop polls.
 
     A KeyboardInterrupt raised asynchronously can land inside rclpy's C code (message
     construction during a take), which turns it into another exception; polling a flag
     keeps the shutdown path clean. Outside the main thread signals cannot be handled and
-    the flag stays clear."""
+    the flag stays clear.
+    """
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -57,8 +60,10 @@ def spin_while(executor, keep_going, interrupted, timeout_sec=0.05):
 
 
 def node_command(name):
-    """The installed console script `name` (next to this Python, else on PATH); from a
-    source tree without one, `python -m` of its module."""
+    """
+    The installed console script `name` (next to this Python, else on PATH); from a
+    source tree without one, `python -m` of its module.
+    """
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]
@@ -126,8 +131,10 @@ def private_env(domain_id):
 
 @contextmanager
 def private_context(domain_id):
-    """An rclpy Context of our own on domain_id, limited to this host; rclpy installs no
-    signal handlers (see sigint_as_flag)."""
+    """
+    An rclpy Context of our own on domain_id, limited to this host; rclpy installs no
+    signal handlers (see sigint_as_flag).
+    """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

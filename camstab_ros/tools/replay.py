@@ -1,4 +1,5 @@
-"""`camstab replay`: a stand-in tracker sending a recording over UDP as FreeD D1.
+"""
+`camstab replay`: a stand-in tracker sending a recording over UDP as FreeD D1.
 
 Formats: `f4` (a Mo-Sys F4 take; timing from its timecode and frame rate), `tum` (a TUM
 or CSV trajectory; timing from its timestamps) and `freed` (raw D1 messages back to back,
@@ -73,7 +74,8 @@ def _freed_frames(path, frame_rate):
 
 
 def load_frames(fmt, path, frame_rate=DEFAULT_FRAME_RATE):
-    """[(t seconds from the first frame, D1 bytes)] and the count of skipped stretches.
+    """
+    [(t seconds from the first frame, D1 bytes)] and the count of skipped stretches.
 
     Raises ReplayError (also for F4 and trajectory errors) with the file and the reason.
     """
@@ -97,7 +99,8 @@ def load_frames(fmt, path, frame_rate=DEFAULT_FRAME_RATE):
 
 
 def replay(frames, host, port, rate_factor=1.0, loop=False, should_stop=None):
-    """Send frames at their times divided by rate_factor; returns (sent, send_errors).
+    """
+    Send frames at their times divided by rate_factor; returns (sent, send_errors).
 
     loop repeats the take (one mean frame period after its end) until should_stop()
     returns True (or forever without it).

@@ -1,4 +1,5 @@
-"""`camstab bench --ros`: end-to-end latency of the stabiliser node over real DDS.
+"""
+`camstab bench --ros`: end-to-end latency of the stabiliser node over real DDS.
 
 A driver node publishes the noisy poses of a simulated take at `rate_hz` to two nodes in
 their own processes, at the same ticks: the installed `stabilizer` and a plain relay
@@ -76,9 +77,11 @@ def _latency_stats(sent, received):
 
 
 def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_id=None):
-    """Measure stabiliser and relay latency in one run; returns a dict of figures:
+    """
+    Measure stabiliser and relay latency in one run; returns a dict of figures:
     {'stabilizer': {sent, received, dropped, p50_ms, p99_ms, max_ms, mean_ms}, 'relay':
-    {...}, 'stabilizer_diagnostics': {...}, 'seconds', 'rate_hz', 'method', 'domain_id'}."""
+    {...}, 'stabilizer_diagnostics': {...}, 'seconds', 'rate_hz', 'method', 'domain_id'}.
+    """
     from camstab_ros.core.simulation import simulate
 
     if not (seconds > 0 and 1.0 <= rate_hz <= 1000.0):
