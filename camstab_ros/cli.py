@@ -40,12 +40,12 @@ COMMANDS = {
 
 
 def _command_of(argv):
-    """The sub-command named in argv (its first word that is not an option), or None."""
+    """Return the sub-command named in argv (its first word not an option), or None."""
     return next((word for word in argv if not word.startswith('-')), None)
 
 
 def build_parser(command=None):
-    """The parser of `camstab`; the options of `command` only are loaded (its module)."""
+    """Build the parser of `camstab`, loading the options (the module) of `command` only."""
     parser = argparse.ArgumentParser(
         prog='camstab', description='Camera-pose stabilisation for virtual production.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')

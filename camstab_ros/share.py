@@ -7,7 +7,7 @@ PACKAGE = 'camstab_ros'
 
 def share_dir():
     """
-    The installed share/camstab_ros of a colcon or pip install, else the source tree.
+    Return the installed share/camstab_ros of a colcon or pip install, else the source tree.
 
     Walks up from this file: a colcon/pip install keeps the package under
     <prefix>/lib/pythonX.Y/site-packages and its data under <prefix>/share/camstab_ros;

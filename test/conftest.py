@@ -40,7 +40,7 @@ class DomainLease:
         raise RuntimeError(f'all ROS domain ids {DOMAIN_IDS} are in use by other test runs')
 
     def env(self):
-        """A copy of os.environ for child processes on this domain."""
+        """Return a copy of os.environ for child processes on this domain."""
         return dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id),
                     ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
 
@@ -63,7 +63,7 @@ def _rclpy_shutdown_at_exit():
 
 @pytest.fixture
 def ros_domain():
-    """A DomainLease of its own for one test (release at teardown)."""
+    """Yield a DomainLease of its own for one test (release at teardown)."""
     lease = DomainLease()
     yield lease
     lease.release()
@@ -77,7 +77,7 @@ def ros_domain_env(ros_domain):
 
 @pytest.fixture(scope='module')
 def module_ros_domain():
-    """A DomainLease shared by the tests of one module."""
+    """Yield a DomainLease shared by the tests of one module."""
     lease = DomainLease()
     yield lease
     lease.release()

@@ -13,7 +13,7 @@ SHARED_DATA = PROJECT.parent / 'shared' / 'data'
 
 
 def shared_file(relative):
-    """A file of ../shared/data, or skip the test when the shared data is absent."""
+    """Return a file of ../shared/data, or skip the test when the shared data is absent."""
     path = SHARED_DATA / relative
     if not path.is_file():
         pytest.skip(f'shared data not available: {path}')
@@ -21,7 +21,11 @@ def shared_file(relative):
 
 
 def moving_take(n=600, rate_hz=60.0, noise_m=0.0005, noise_deg=0.05, seed=0, jitter_dt=False):
-    """A smooth 6-DoF move with seeded white noise: (t, truth_p, truth_q, noisy_p, noisy_q)."""
+    """
+    Return a smooth 6-DoF move with seeded white noise.
+
+    The move is the tuple (t, truth_p, truth_q, noisy_p, noisy_q).
+    """
     rng = np.random.default_rng(seed)
     if jitter_dt:
         t = np.cumsum(1.0 / rng.uniform(24.0, 240.0, n))

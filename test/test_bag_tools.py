@@ -37,7 +37,7 @@ def _same(a, b):
 
 @pytest.fixture
 def ros(ros_domain, monkeypatch):
-    """A spun rclpy context on a private domain (also used by record() via the env)."""
+    """Yield a spun rclpy context on a private domain (also used by record() via the env)."""
     monkeypatch.setenv('ROS_DOMAIN_ID', str(ros_domain.domain_id))
     context = Context()
     rclpy.init(context=context, domain_id=ros_domain.domain_id)

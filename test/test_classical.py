@@ -79,8 +79,8 @@ def test_one_euro_orientation_behaves_like_position_on_a_single_axis():
 
 
 @pytest.mark.parametrize('method, params', [
-    ('ema', dict(time_constant_s=0.03, rot_time_constant_s=0.03)),
-    ('one_euro', dict(min_cutoff=1.0, beta=1.0, rot_min_cutoff=1.0, rot_beta=1.0)),
+    ('ema', {'time_constant_s': 0.03, 'rot_time_constant_s': 0.03}),
+    ('one_euro', {'min_cutoff': 1.0, 'beta': 1.0, 'rot_min_cutoff': 1.0, 'rot_beta': 1.0}),
 ])
 def test_smoothers_reduce_jitter_on_a_noisy_move(method, params):
     t, tp, tq, p, q = moving_take(1200, seed=7)

@@ -37,8 +37,9 @@ def workspace(tmp_path_factory):
 
 def run_installed(ws, command, **kwargs):
     """
-    Run a command of the install space (as `ros2 run camstab_ros ...` would) in the
-    workspace with install/setup.bash sourced.
+    Run a command of the install space in the workspace, with install/setup.bash sourced.
+
+    This is how `ros2 run camstab_ros ...` would run it.
     """
     lib = ws / 'install' / 'camstab_ros' / 'lib' / 'camstab_ros'
     return subprocess.Popen(['bash', '-c', f'. install/setup.bash && exec {lib}/{command}'],

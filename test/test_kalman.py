@@ -14,13 +14,13 @@ import pytest
 METHODS = ('kalman', 'fixed_lag', 'rts')
 # A responsive, fixed-gain setting for the tests of the robustness mechanisms (gating,
 # coasting, resets), independent of the tuned defaults.
-RESPONSIVE = dict(process_noise=0.1, rot_process_noise=10.0, maneuver_rate=0.0)
+RESPONSIVE = {'process_noise': 0.1, 'rot_process_noise': 10.0, 'maneuver_rate': 0.0}
 POS_NOISE_M = 0.0005
 ROT_NOISE_DEG = 0.02
 
 
 def truth_at(t):
-    """A smooth camera move: positions (N, 3) in m and unit quaternions (N, 4)."""
+    """Return a smooth camera move: positions (N, 3) in m and unit quaternions (N, 4)."""
     p = np.column_stack([0.5 * np.sin(0.8 * t), 0.3 * np.sin(0.5 * t + 1.0),
                          1.5 + 0.1 * np.sin(1.1 * t)])
     rotvec = np.column_stack([0.2 * np.sin(0.6 * t), 0.3 * np.sin(0.4 * t + 0.5),
@@ -353,8 +353,8 @@ def test_adaptive_process_noise_follows_moves_without_letting_still_jitter_throu
     # error on the moves (the manoeuvre scale opens the filter only while the camera moves).
     from camstab_ros.core.metrics import evaluate
     take = simulate('dolly', seconds=30.0, rate_hz=60.0, seed=5)
-    fixed = dict(process_noise=1e-4, maneuver_rate=0.0)
-    adaptive = dict(process_noise=1e-4)
+    fixed = {'process_noise': 1e-4, 'maneuver_rate': 0.0}
+    adaptive = {'process_noise': 1e-4}
     m = {}
     for label, params in (('fixed', fixed), ('adaptive', adaptive)):
         _, p, q = make_smoother('kalman', **params).smooth(take.t, take.noisy_p, take.noisy_q)

@@ -32,7 +32,7 @@ BRIDGE = freed_bridge.FreedBridgeNode.NODE_NAME
 
 @pytest.fixture(scope='module')
 def setup_kwargs():
-    """The arguments setup.py passes to setuptools.setup (globs evaluated in the tree)."""
+    """Return the arguments setup.py passes to setuptools.setup (globs evaluated in the tree)."""
     captured = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(setuptools, 'setup', lambda **kwargs: captured.update(kwargs))

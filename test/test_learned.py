@@ -1,12 +1,14 @@
 """
-The learned smoothers `lstm` and `hybrid`: NumPy runtime against Keras, model loading
-and its failures, the correction cap, non-finite outputs, invariance, smooth() vs update().
+Tests of the learned smoothers `lstm` and `hybrid`.
+
+Covered: NumPy runtime against Keras, model loading and its failures, the correction cap,
+non-finite outputs, invariance, smooth() vs update().
 """
 import json
 import logging
 import shutil
 
-from camstab_ros.core import learned, learned_features, lstm_model
+from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.kalman import POS
 from camstab_ros.core.methods import make_smoother
@@ -44,7 +46,7 @@ def _write_card(directory, card):
 
 
 def _kalman_stage(smoother, take):
-    """The hybrid's uncorrected Kalman estimate (its model card's configuration)."""
+    """Return the hybrid's uncorrected Kalman estimate (its model card's configuration)."""
     est_p, _, est_q, _, _, _ = learned_features.kalman_pass(
         lstm_model.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)
     return est_p, est_q
@@ -88,10 +90,10 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
                 layer.set_weights([npz['dense/kernel'], npz['dense/bias']])
     # Real features of a take with outliers and dropouts, normalised as at run time.
     take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
-                                                            dropout_rate=0.02))
+                                                             dropout_rate=0.02))
     if method == 'hybrid':
-        stage = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t, take.noisy_p,
-                                    take.noisy_q)
+        stage = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t,
+                                             take.noisy_p, take.noisy_q)
         features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, *stage)
     else:
         features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
@@ -213,7 +215,7 @@ CORRUPTIONS = [_corrupt_json, _wrong_version, _wrong_method, _checksum_mismatch,
 @pytest.mark.parametrize('method', METHODS)
 @pytest.mark.parametrize('corrupt', CORRUPTIONS, ids=lambda f: f.__name__.strip('_'))
 def test_bad_model_gives_a_clear_error_naming_the_file_and_falls_back(method, corrupt,
-                                                                     tmp_path, caplog):
+                                                                      tmp_path, caplog):
     directory = _model_copy(tmp_path, method)
     filename, message = corrupt(directory)
     with pytest.raises(lstm_model.ModelError, match=message) as info:

@@ -31,7 +31,7 @@ def take():
 
 
 def packet_bytes(axes, camera_id=0, status=0x77):
-    """An F4 packet built by hand: axes is a list of (id, status, 24-bit value)."""
+    """Build an F4 packet by hand: axes is a list of (id, status, 24-bit value)."""
     body = bytes([0xF4, camera_id, len(axes), status])
     for axis_id, axis_status, value in axes:
         body += bytes([axis_id, axis_status]) + value.to_bytes(3, 'big')
@@ -56,8 +56,8 @@ def test_known_values_from_camdkit(take):
     assert take[8].timecode == Timecode(15, 3, 47, 10)
     assert str(take[8].timecode) == '15:03:47:10'
     assert take[8].frame_rate == 25.0
-    assert (take[9].x, take[9].y, take[9].height) == pytest.approx((-8.121, -185.368, 119.806),
-                                                                     abs=1e-12)
+    assert (take[9].x, take[9].y, take[9].height) == pytest.approx(
+        (-8.121, -185.368, 119.806), abs=1e-12)
     assert (take[9].x_m, take[9].y_m, take[9].height_m) == pytest.approx(
         (-0.08121, -1.85368, 1.19806), abs=1e-12)
     assert (take[10].pan_deg, take[10].tilt_deg, take[10].roll_deg) == pytest.approx(

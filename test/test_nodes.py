@@ -117,7 +117,7 @@ class Observer:
         return self.diagnostics.get(f'{node_name}: pose stabilisation', (None, {}))[1]
 
     def fresh_diagnostics_of(self, node_name):
-        """The next diagnostics published by node_name from now on."""
+        """Wait for and return the next diagnostics published by node_name from now on."""
         name = f'{node_name}: pose stabilisation'
         seen = self.diagnostics_received[name]
         self.spin_until(lambda: self.diagnostics_received[name] > seen,
@@ -133,8 +133,10 @@ class Observer:
 @pytest.fixture(scope='module')
 def ros(module_ros_domain, tmp_path_factory):
     """
-    Simulator -> stabiliser (fixed_lag) wired as in the launch file, a second
-    stabiliser fed by the test on /bad/*, and the observer node.
+    Start the nodes under test and yield the observer node.
+
+    Simulator -> stabiliser (fixed_lag) wired as in the launch file, a second stabiliser
+    fed by the test on /bad/*, and the observer node.
     """
     logs = tmp_path_factory.mktemp('logs')
     env = module_ros_domain.env()
@@ -158,6 +160,10 @@ def ros(module_ros_domain, tmp_path_factory):
     try:
         observer.spin_until(lambda: all(observer.poses[t] for t in (TRUTH, NOISY, STABILIZED)),
                             what='poses on all three topics')
+        # Let start-up settle: three interpreters importing at once can stall the
+        # simulator, which then publishes the frames it owes in a burst that the
+        # stabiliser's best-effort depth-5 input cannot hold (sensor-data QoS, by design).
+        observer.spin_for(2.0)
         yield observer
     finally:
         observer.close()
@@ -171,11 +177,13 @@ def by_stamp(messages):
 
 def assert_one_output_per_input(ros, out_stamps):
     """
-    Outputs carry simulator stamps, in order, once each, and cover the frames between
-    the first and the last output. Checked against the simulator's frame grid (60 Hz, no
-    stamp jitter in params.yaml), not against what this node saw: on a loaded machine it
-    can miss a message. The stabiliser's input is best effort (sensor-data QoS), so a
-    starved machine may lose a pose or two before the stabiliser sees it: 2 % may miss.
+    Check that the outputs carry simulator stamps, in order, once each.
+
+    The outputs also cover the frames between the first and the last output. Checked
+    against the simulator's frame grid (60 Hz, no stamp jitter in params.yaml), not against
+    what this node saw: on a loaded machine it can miss a message. The stabiliser's input
+    is best effort (sensor-data QoS), so a starved machine may lose a pose or two before
+    the stabiliser sees it: 2 % may miss.
     """
     reference = stamp_to_ns(ros.poses[TRUTH][0].header.stamp)
     frames = (np.array(out_stamps) - reference) * SIMULATOR_RATE_HZ / 1e9
@@ -456,9 +464,10 @@ AGREE_IN, AGREE_OUT, AGREE_NODE = '/agree/pose_in', '/agree/pose_out', 'agree_st
 
 def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain, tmp_path):
     """
-    One stream with bad rows, a short dropout and a 2 s stamp gap (the case where the
-    node and `camstab smooth` used to disagree): the node's outputs over real DDS equal
-    the file `camstab smooth` writes, to the precision of the file.
+    Check that the node's outputs over real DDS equal the file `camstab smooth` writes.
+
+    One stream with bad rows, a short dropout and a 2 s stamp gap (the case where the node
+    and `camstab smooth` used to disagree); equal to the precision of the file.
     """
     proc = start(node_command('stabilizer') + ros_arguments(
         PARAMS_FILE, {'method': 'one_euro', 'publish_tf': 'false'},

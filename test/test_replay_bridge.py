@@ -256,7 +256,6 @@ def test_tum_and_raw_freed_replays_keep_their_timing(tmp_path):
     assert elapsed >= 49 / 100 / 2  # a lower bound: it kept the frame timing
 
 
-
 def test_replay_loop_repeats_the_take_in_order():
     frames = [(k / 1000.0, freed.encode(freed.FreeDPacket(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                                                           0, 0, k))) for k in range(5)]

@@ -20,7 +20,7 @@ def _take_arrays(take):
 
 
 def _speeds(t, p, q):
-    """Translational (m/s) and angular (deg/s) speed over each frame step."""
+    """Return the translational (m/s) and angular (deg/s) speed over each frame step."""
     dt = np.diff(t)
     return (np.linalg.norm(np.diff(p, axis=0), axis=1) / dt,
             np.degrees(quat.angle_between(q[:-1], q[1:])) / dt)

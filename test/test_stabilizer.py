@@ -1,7 +1,8 @@
 """
-The one pipeline (camstab_ros.core.stabilizer) and its parameter table: one output per
-measurement, gap resets, method switches without a jump, and the offline take path equal
-to the node's pose-by-pose path.
+Tests of the one pipeline (camstab_ros.core.stabilizer) and its parameter table.
+
+Covered: one output per measurement, gap resets, method switches without a jump, and the
+offline take path equal to the node's pose-by-pose path.
 """
 from camstab_ros.core import stabilizer as st
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
@@ -169,7 +170,7 @@ def test_methods_sharing_a_parameter_agree_on_its_spec():
 
 
 def hostile_stream(n=900, rate_hz=60.0):
-    """A take with bad rows, a short dropout (coasted) and a 2 s stamp gap (a reset)."""
+    """Return a take with bad rows, a short dropout (coasted) and a 2 s stamp gap (a reset)."""
     t, _, _, p, q = moving_take(n, rate_hz=rate_hz, seed=5)
     t, p, q = t.copy(), p.copy(), q.copy()
     p[40] = np.nan                       # non_finite
@@ -184,9 +185,11 @@ def hostile_stream(n=900, rate_hz=60.0):
 
 def node_path(stabilizer, t, p, q, switch_at=None, new_smoother=None):
     """
-    What the node does with the stream: pose by pose through process(), the switch
-    applied between two measurements, housekeeping's idle() call in a pause longer than
-    dropout_timeout_s, finish() at the end. {row: position} and {row: quaternion}.
+    Run the stream through the stabiliser as the node does.
+
+    Pose by pose through process(), the switch applied between two measurements,
+    housekeeping's idle() call in a pause longer than dropout_timeout_s, finish() at the
+    end. Return {row: position} and {row: quaternion}.
     """
     positions, quaternions = {}, {}
 

@@ -1,7 +1,7 @@
 """A tiny real tf-keras training run end to end: dataset -> fit -> export -> runtime."""
 import json
 
-from camstab_ros.core import learned, learned_features, lstm_model
+from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.simulation import simulate
 import numpy as np

@@ -15,4 +15,3 @@ def test_validator_drops_and_counts_each_bad_measurement():
     assert reason is None and np.allclose(q, [0, 0, 0, 1]) and v.renormalized == 1
     assert dict(v.dropped) == {'non_finite': 2, 'zero_quaternion': 1,
                                'stamp_not_increasing': 2}
-

@@ -41,8 +41,10 @@ AUGMENT = True
 
 def take_config(seed):
     """
-    (scenario, rate_hz, seconds, TrackerNoise, body rotation quaternion or None, speed-up
-    factor) of the training take with this seed.
+    Return the configuration of the training take with this seed.
+
+    The configuration is (scenario, rate_hz, seconds, TrackerNoise, body rotation
+    quaternion or None, speed-up factor).
     """
     rng = np.random.default_rng([seed, 20240601])
     scenario = SCENARIOS[rng.integers(len(SCENARIOS))]
@@ -66,7 +68,7 @@ def take_config(seed):
 
 
 def simulate_take(seed):
-    """The training-style take of a seed (see take_config)."""
+    """Simulate the training-style take of a seed (see take_config)."""
     scenario, rate, seconds, noise, mount, speed = take_config(seed)
     if not AUGMENT:
         return simulate(scenario, seconds=seconds, rate_hz=rate, seed=seed, noise=noise)
@@ -85,13 +87,13 @@ def take_arrays(method, take, kalman_params=None):
     if method == 'hybrid':
         est_p, est_v, est_q, rate, dt, restarted = learned_features.kalman_pass(
             kalman_params, take.t, take.noisy_p, take.noisy_q)
-        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, est_p, est_v, est_q,
-                                           rate, dt, restarted)
+        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, est_p, est_v,
+                                                    est_q, rate, dt, restarted)
         targets = learned_features.hybrid_targets(take.truth_p, take.truth_q, est_p, est_q)
     else:
         features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
         targets = learned_features.lstm_targets(take.truth_p, take.truth_q, take.noisy_p,
-                                       take.noisy_q)
+                                                take.noisy_q)
     return features, targets
 
 
@@ -115,8 +117,9 @@ def windows(features, targets):
 
 def build(method, seeds, kalman_params=None, workers=2, progress=None):
     """
-    Windows of the takes with these seeds: x (W, T, F), y (W, T, 6), weight (W, T) and
-    the number of poses simulated.
+    Build the windows of the takes with these seeds.
+
+    Return x (W, T, F), y (W, T, 6), weight (W, T) and the number of poses simulated.
     """
     jobs = [(method, int(seed), kalman_params) for seed in seeds]
     xs, ys, ws = [], [], []

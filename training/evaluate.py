@@ -48,7 +48,6 @@ SWEEPS = [
 ]
 
 
-
 def _run(args):
     """Metrics of every method on one synthetic test take."""
     kind, scenario, seed = args
@@ -152,8 +151,10 @@ def real_tum_slam():
 
 def real_mosys():
     """
-    Mo-Sys StarTracker take (no truth): jitter and lag of each causal method measured
-    against the offline rts result of the same take.
+    Measure each causal method on the Mo-Sys StarTracker take (no truth).
+
+    Jitter and lag of each causal method, measured against the offline rts result of the
+    same take.
     """
     from camstab_ros.io.mosys_f4 import f4_to_pose, read_f4
     take = read_f4(REAL / 'mosys_startracker_A003_C001_01.f4')
@@ -265,7 +266,7 @@ def figures(standard, sweep, out_dir, example_seed):
 
 
 def verdict(overall):
-    """The issue's target on a set of mean metrics, as text."""
+    """Check the issue's target on a set of mean metrics; return the verdict as text."""
     classical = min(('kalman', 'one_euro'), key=lambda m: overall[m]['pos_rmse_mm'])
     best, hybrid = overall[classical], overall['hybrid']
     gain = 100.0 * (1.0 - hybrid['pos_rmse_mm'] / best['pos_rmse_mm'])
@@ -284,7 +285,7 @@ def verdict(overall):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--takes', type=int, default=3, help='test takes per scenario')
     parser.add_argument('--mixed-takes', type=int, default=36,
                         help='test takes in mixed conditions (rates 24-240 Hz, all noise)')

@@ -65,8 +65,10 @@ def build_keras_model(keras, input_size, units):
 
 def make_loss(tf, jitter_weight):
     """
-    Weighted MSE of the normalised correction plus jitter_weight times the MSE of the
-    frame-to-frame change of the error (shake). y_true packs targets and a weight.
+    Return the loss: weighted MSE of the normalised correction plus a shake term.
+
+    The shake term is jitter_weight times the MSE of the frame-to-frame change of the
+    error. y_true packs targets and a weight.
     """
     def loss(y_true, y_pred):
         target, weight = y_true[..., :-1], y_true[..., -1]
@@ -106,8 +108,10 @@ def write_card(out, card):
 
 def model_metrics(model_dir, method, seeds, seconds):
     """
-    Mean DESIGN.md metrics of the exported model (run by the runtime, streaming) and of
-    passthrough on one take per scenario (default tracker noise, 60 Hz).
+    Return the mean DESIGN.md metrics of the exported model and of passthrough.
+
+    The model is run by the runtime, streaming; both on one take per scenario (default
+    tracker noise, 60 Hz).
     """
     from camstab_ros.core.evaluation import run_take
     from camstab_ros.core.metrics import evaluate, METRIC_NAMES
@@ -119,13 +123,13 @@ def model_metrics(model_dir, method, seeds, seconds):
             params = {'model_path': str(model_dir)} if name == method else {}
             result = run_take(name, take.t, take.noisy_p, take.noisy_q, params, timed=True)
             rows[name].append(evaluate(take.t, result.p, result.q, take.truth_p,
-                                     take.truth_q))
+                                       take.truth_q))
     return {name: {m: float(np.nanmean([r[m] for r in values])) for m in METRIC_NAMES}
             for name, values in rows.items()}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', choices=('lstm', 'hybrid'), required=True)
     parser.add_argument('--out', help='output directory (default models/<model>)')
     parser.add_argument('--train-takes', type=int, default=1000)
@@ -174,7 +178,8 @@ def main(argv=None):
     caps = smoother_class(args.model).PARAMS
 
     def prepare(features, targets, weight):
-        z = np.clip((features - mean) / std, -learned_features.FEATURE_CLIP, learned_features.FEATURE_CLIP)
+        z = np.clip((features - mean) / std, -learned_features.FEATURE_CLIP,
+                    learned_features.FEATURE_CLIP)
         # The runtime caps every correction: train towards what it can apply.
         targets = learned.cap_corrections(targets, caps['max_correction_mm'].default,
                                           caps['max_correction_deg'].default)[0]
@@ -208,14 +213,16 @@ def main(argv=None):
                    Budget()])
     train_s = time.time() - started
 
-    feature_spec = learned_features.HYBRID_FEATURES if args.model == 'hybrid' else learned_features.LSTM_FEATURES
+    feature_spec = (learned_features.HYBRID_FEATURES if args.model == 'hybrid'
+                    else learned_features.LSTM_FEATURES)
     card = {
         'format': lstm_model.CARD_FORMAT,
         'card_version': lstm_model.CARD_VERSION,
         'method': args.model,
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'architecture': {'type': 'lstm', 'lstm_units': units,
-                         'input_size': len(feature_spec), 'output_size': len(learned_features.TARGETS),
+                         'input_size': len(feature_spec),
+                         'output_size': len(learned_features.TARGETS),
                          'activation': 'tanh', 'recurrent_activation': 'sigmoid',
                          'gate_order': 'i, f, c, o (Keras)', 'output': 'linear dense'},
         'features': {'names': [n for n, _ in feature_spec], 'units': [u for _, u in feature_spec],

@@ -66,7 +66,6 @@ def tuning_takes():
     return takes
 
 
-
 def score_take(args):
     """(RMSE, lag in s, still-jitter ratio to the raw input) of one component on a take."""
     method, params, component, take = args
@@ -120,7 +119,7 @@ def tune(method, component, space, fixed, takes, pool):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--methods', default='ema,one_euro,kalman')
     parser.add_argument('--json', help='write the tuned parameters to this file')
     args = parser.parse_args(argv)

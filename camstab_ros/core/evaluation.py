@@ -23,7 +23,7 @@ STAMPS_PER_S = 1e6
 
 
 def run_take(method, t, p, q, params=None, timed=False, progress=None):
-    """A take through a new Stabilizer of `method`: its TakeResult, invalid rows logged."""
+    """Run a take through a new Stabilizer of `method`: its TakeResult, invalid rows logged."""
     stabilizer = Stabilizer(make_smoother(method, **(params or {})))
     result = stabilize_take(stabilizer, t, p, q, timed=timed, progress=progress)
     for reason, count in sorted(result.dropped.items()):
@@ -48,7 +48,7 @@ def matched_truth(truth_t, truth_p, truth_q, t):
 
 def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None):
     """
-    {method: metrics} of each method on a noisy take, with its median per-pose cost.
+    Return {method: metrics} of each method on a noisy take, with its median per-pose cost.
 
     params: optional {method: {parameter: value}}.
     """

@@ -140,8 +140,9 @@ class PoseKalmanFilter:
 
     def step(self, t, position, q):
         """
-        Filter one measurement: t (s), position (3,), unit quaternion q (4,) in the
-        hemisphere of the previous one.
+        Filter one measurement: t (s), position (3,), unit quaternion q (4,).
+
+        q is in the hemisphere of the previous one.
         """
         if self.t is not None and not t > self.t:
             raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
@@ -203,12 +204,13 @@ class PoseKalmanFilter:
 
     def _adapt(self, Q, P_pred, yy):
         """
-        Adaptive process noise (manoeuvre detection), before gating. A running mean of
-        each group's innovation variance per axis is compared with what the model
-        predicts; whatever exceeds `maneuver_threshold` times the prediction is added to
-        this step's predicted variance (as a multiple of Q, so rate and acceleration
-        open up consistently). Each step's contribution is capped at the gate, so one
-        spike cannot widen the filter enough to pass it. Returns what `_undo_adapt`
+        Apply the adaptive process noise (manoeuvre detection), before gating.
+
+        A running mean of each group's innovation variance per axis is compared with what
+        the model predicts; whatever exceeds `maneuver_threshold` times the prediction is
+        added to this step's predicted variance (as a multiple of Q, so rate and
+        acceleration open up consistently). Each step's contribution is capped at the gate,
+        so one spike cannot widen the filter enough to pass it. Returns what `_undo_adapt`
         needs to take the step back for a group that turns out to be an outlier.
         """
         undo = []
@@ -244,8 +246,10 @@ class PoseKalmanFilter:
 
     def _anchor(self, x, P, group, value, change, dt):
         """
-        Restart a group at its measurement `value` with the rate `change` / dt from the
-        previous measurement (two-point start; acceleration back to its prior).
+        Restart a group at its measurement `value` (two-point start).
+
+        Its rate is `change` / dt from the previous measurement; its acceleration goes back
+        to its prior.
         """
         r = self._r[group]
         x[group] = 0.0
@@ -358,7 +362,11 @@ class FixedLagKalman(Smoother):
         return estimate
 
     def flush(self):
-        """The held estimates, smoothed with the frames seen; the next update starts a take."""
+        """
+        Return the held estimates, smoothed with the frames seen.
+
+        The next update starts a take.
+        """
         estimates = self._smoothed(len(self._window)) if self._window else []
         self.reset()
         return estimates
@@ -402,8 +410,10 @@ class RauchTungStriebel(Smoother):
 
     def smooth(self, t, p, q, progress=None):
         """
-        Batched path, equal to update() per pose then flush(); progress optionally wraps
-        the forward pass's frame iterator (e.g. a tqdm progress bar).
+        Smooth on the batched path, equal to update() per pose then flush().
+
+        progress optionally wraps the forward pass's frame iterator (e.g. a tqdm progress
+        bar).
         """
         q = quat.make_continuous(quat.normalize(q))
         if len(q) and self._last_q is not None and np.dot(q[0], self._last_q) < 0.0:

@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 def cap_corrections(correction, max_mm, max_deg):
     """
-    Scale the position (mm) and rotation (deg) parts of corrections (..., 6) down to
-    their caps; non-finite rows become 0. Returns (capped, non-finite mask).
+    Scale the position (mm) and rotation (deg) parts of corrections (..., 6) down to their caps.
+
+    Non-finite rows become 0. Returns (capped, non-finite mask).
     """
     correction = np.array(correction, dtype=float)
     bad = ~np.all(np.isfinite(correction), axis=-1)
@@ -83,7 +84,7 @@ class _LearnedSmoother(Smoother):
 
     @property
     def fallback(self):
-        """True when the model could not be loaded and `kalman` runs instead."""
+        """Return True when the model could not be loaded and `kalman` runs instead."""
         return self._fallback is not None
 
     def _load(self):
@@ -122,8 +123,10 @@ class _LearnedSmoother(Smoother):
 
     def _network_step(self, features):
         """
-        One LSTM step on one pose's features in SI units -> the capped correction
-        (6 floats, mm and deg); a non-finite output gives 0 and resets the state.
+        Run one LSTM step on one pose's features in SI units; return the capped correction.
+
+        The correction is 6 floats, mm and deg; a non-finite output gives 0 and resets the
+        state.
         """
         model = self.model
         out, state = model.network.step(model.normalize_si(features), self._state)
@@ -176,7 +179,8 @@ def _apply(base_p, base_q, correction):
 
 
 def _corrected(t, base_p, base_q, c):
-    """Estimate at t: one pose (base_q as 4 floats) moved by a body-frame correction c.
+    """
+    Return the Estimate at t: one pose (base_q as 4 floats) moved by a body-frame correction c.
 
     The correction is 6 floats, mm and deg: the scalar form of `_apply` for the per-pose
     path.
@@ -241,4 +245,3 @@ class LstmSmoother(_LearnedSmoother):
     def _model_smooth(self, t, p, q, progress):
         out_p, out_q = _apply(p, q, self._network_batch(lstm_features(t, p, q)))
         return t, out_p, out_q
-

@@ -53,8 +53,9 @@ TARGET_DEFINITIONS = {
 
 def rotate(q, v, inverse=False):
     """
-    R(q) v, or R(q)^T v when inverse, for q = (x, y, z, w) and v = (x, y, z): floats or
-    arrays of the same shape per component.
+    Rotate v by q: return R(q) v, or R(q)^T v when inverse.
+
+    q = (x, y, z, w) and v = (x, y, z): floats or arrays of the same shape per component.
     """
     qx, qy, qz, qw = q
     if inverse:
@@ -70,15 +71,16 @@ def rotate(q, v, inverse=False):
 
 
 def columns(a):
-    """The columns of an (N, k) array as a tuple of k arrays."""
+    """Return the columns of an (N, k) array as a tuple of k arrays."""
     return tuple(np.asarray(a, dtype=float).T)
 
 
 def hybrid_features(meas_p, meas_q, est_p, est_v, est_q, est_rate, dt, restarted):
     """
-    Hybrid features (N, 14) from per-pose arrays: measurement p (N, 3), q (N, 4); filter
-    position, velocity (N, 3), orientation (N, 4), body angular rate (N, 3) rad/s; dt (N,)
-    s; restarted (N,) bool.
+    Compute the hybrid features (N, 14) from per-pose arrays.
+
+    Inputs: measurement p (N, 3), q (N, 4); filter position, velocity (N, 3), orientation
+    (N, 4), body angular rate (N, 3) rad/s; dt (N,) s; restarted (N,) bool.
     """
     q = columns(est_q)
     residual = rotate(q, columns(meas_p - est_p), inverse=True)
@@ -116,9 +118,10 @@ def lstm_targets(truth_p, truth_q, p, q):
 
 def kalman_pass(params, t, p, q, stats=None, progress=None):
     """
-    Run the forward Kalman filter over a take; returns per-pose arrays (est_p, est_v,
-    est_q, est_rate, dt, restarted) for `hybrid_features` (dt 0 where the filter started
-    afresh, as in the streaming path).
+    Run the forward Kalman filter over a take.
+
+    Returns per-pose arrays (est_p, est_v, est_q, est_rate, dt, restarted) for
+    `hybrid_features` (dt 0 where the filter started afresh, as in the streaming path).
     """
     kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats())
     n = len(t)

@@ -36,9 +36,10 @@ class ModelError(Exception):
 
 class LstmNetwork:
     """
-    Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear
-    output layer, from arrays named lstm_<k>/kernel, lstm_<k>/recurrent_kernel,
-    lstm_<k>/bias, dense/kernel, dense/bias.
+    Stacked Keras-style LSTM layers (gates i, f, c, o; sigmoid and tanh) and a linear output layer.
+
+    Built from arrays named lstm_<k>/kernel, lstm_<k>/recurrent_kernel, lstm_<k>/bias,
+    dense/kernel, dense/bias.
     """
 
     def __init__(self, arrays, layers):
@@ -75,8 +76,9 @@ class LstmNetwork:
 
     def run(self, x, state=None):
         """
-        A batch of sequences x (batch, steps, features) from `state` (zero by default)
-        -> outputs (batch, steps, targets).
+        Run a batch of sequences x (batch, steps, features) from `state` (zero by default).
+
+        Returns the outputs (batch, steps, targets).
         """
         batch, steps, _ = x.shape
         state = state or self.initial_state(batch)
@@ -110,8 +112,9 @@ class LstmNetwork:
 
 def run_chunked(network, x):
     """
-    Network outputs (N, targets) for one long sequence x (N, features): chunks of
-    CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier.
+    Return the network outputs (N, targets) for one long sequence x (N, features).
+
+    Chunks of CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier.
     """
     n = len(x)
     if n <= CHUNK_FRAMES:
@@ -176,8 +179,10 @@ class LearnedModel:
 
     def normalize_si(self, features):
         """
-        The same for one pose's features (F,) in SI units (m, rad, s): the unit
-        conversion is folded into the standardisation (the per-pose hot path).
+        Return the standardised, clipped network input of one pose's features (F,).
+
+        The features are in SI units (m, rad, s): the unit conversion is folded into the
+        standardisation (the per-pose hot path).
         """
         z = features * self._si_scale
         z -= self._si_offset
@@ -268,7 +273,7 @@ def load_model(directory, method):
 
 
 def kalman_params(card, card_path='model card'):
-    """The Kalman parameters stored in a hybrid model card, validated."""
+    """Return the Kalman parameters stored in a hybrid model card, validated."""
     stored = card.get('kalman')
     if not isinstance(stored, dict) or set(stored) != set(KALMAN_PARAMS):
         raise _card_error(card_path, 'the "kalman" entry must give every Kalman parameter: '
@@ -280,5 +285,5 @@ def kalman_params(card, card_path='model card'):
 
 
 def default_model_dir(method):
-    """The installed models/<method> directory."""
+    """Return the installed models/<method> directory."""
     return share_dir() / 'models' / method

@@ -21,12 +21,12 @@ def list_methods():
 
 
 def causal_methods():
-    """The methods that can run on a live stream (no look-ahead beyond delay_frames)."""
+    """Return the methods that can run on a live stream (no look-ahead beyond delay_frames)."""
     return tuple(name for name, cls in METHODS.items() if cls.causal)
 
 
 def smoother_class(name):
-    """The Smoother subclass of a method; ParameterError listing the methods if unknown."""
+    """Return the Smoother subclass of a method; ParameterError listing the methods if unknown."""
     try:
         return METHODS[name]
     except KeyError:

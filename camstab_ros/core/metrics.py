@@ -26,8 +26,10 @@ def _rms(values):
 
 def still_steps(t, truth_p, truth_q):
     """
-    Boolean mask over frame steps k-1 -> k (length N-1) where the true camera is still
-    at both ends: speed below 5 mm/s and 0.5 deg/s.
+    Return a boolean mask of the frame steps where the true camera is still at both ends.
+
+    The mask is over frame steps k-1 -> k (length N-1); still means a speed below 5 mm/s and
+    0.5 deg/s.
     """
     if len(t) < 3:
         return np.zeros(max(len(t) - 1, 0), dtype=bool)
@@ -43,7 +45,7 @@ def still_steps(t, truth_p, truth_q):
 
 def lag_seconds(t, est_p, est_q, truth_p, truth_q, component='auto'):
     """
-    The shift tau in [-0.2, 0.2] s minimising RMS |est(t) - truth(t - tau)|.
+    Return the shift tau in [-0.2, 0.2] s minimising RMS |est(t) - truth(t - tau)|.
 
     component 'auto' (the metric): position, or orientation when the camera travels less
     than 1 cm; 'position' or 'orientation' force one (used when tuning each separately).

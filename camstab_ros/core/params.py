@@ -33,7 +33,7 @@ class ParamSpec:
     check: object = None
 
     def describe_range(self):
-        """The valid values in words, for error messages and descriptors."""
+        """Describe the valid values in words, for error messages and descriptors."""
         if self.choices:
             return 'one of ' + ', '.join(str(c) for c in self.choices)
         if isinstance(self.default, bool):

@@ -65,7 +65,7 @@ def log_map(q):
 
 
 def exp_map(v):
-    """Unit quaternions of rotation vectors (..., 3)."""
+    """Return the unit quaternions of rotation vectors (..., 3)."""
     v = np.asarray(v, dtype=float)
     return Rotation.from_rotvec(v.reshape(-1, 3)).as_quat().reshape(v.shape[:-1] + (4,))
 
@@ -104,7 +104,7 @@ def log_relative(a, b):
 
 
 def compose_exp(a, v):
-    """Unit quaternion a * exp(v) (4 floats) for a unit quaternion a and rotation vector v."""
+    """Return unit quaternion a * exp(v) (4 floats) for unit quaternion a, rotation vector v."""
     vx, vy, vz = v
     angle = math.sqrt(vx * vx + vy * vy + vz * vz)
     k = math.sin(0.5 * angle) / angle if angle > 0.0 else 0.5

@@ -48,8 +48,10 @@ JITTER_LIMIT = 0.45
 @dataclass(frozen=True)
 class TrackerNoise:
     """
-    Tracker error model, SI units (m, deg, s, Hz); the defaults are a typical optical
-    tracker. Rotational errors are rotation vectors applied in the camera frame.
+    Tracker error model, SI units (m, deg, s, Hz).
+
+    The defaults are a typical optical tracker. Rotational errors are rotation vectors
+    applied in the camera frame.
     """
 
     pos_sigma_m: float = 0.0005      # white noise per axis
@@ -151,7 +153,7 @@ def _check_trajectory(t, p, q):
 # --- building blocks of the true motion -----------------------------------------------------
 
 def _rng(seed_sequence):
-    """The next independent generator spawned from seed_sequence."""
+    """Return the next independent generator spawned from seed_sequence."""
     return np.random.default_rng(seed_sequence.spawn(1)[0])
 
 
@@ -200,7 +202,7 @@ def _eased(t, schedule):
 
 
 def _bounded_delta(rng, value, amplitude, bounds):
-    """A step of random size and sign that keeps value inside bounds (reversing if needed)."""
+    """Draw a step of random size and sign that keeps value inside bounds (reversing if needed)."""
     delta = rng.uniform(*amplitude) * rng.choice((-1.0, 1.0))
     if not bounds[0] <= value + delta <= bounds[1]:
         delta = -delta
@@ -247,7 +249,7 @@ def _camera_rotation(yaw, tilt_up, roll):
 
 
 def _on_head(pivot, yaw, tilt_up):
-    """A camera on a pan/tilt head: its tracking point sits HEAD_OFFSET_M from the pivot."""
+    """Place a camera on a pan/tilt head: its tracking point sits HEAD_OFFSET_M from the pivot."""
     rotation = _camera_rotation(yaw, tilt_up, 0.0)
     return pivot + rotation.apply(HEAD_OFFSET_M), rotation
 
@@ -264,8 +266,9 @@ def _tripod_pivot(rng):
 
 def _walk(t, seconds, rng, centre, radius_m, spacing_m, distance_m, peak_speed, hold_s):
     """
-    A walker on a smooth random path near a stage centre, stopping between walks; the
-    path is a cubic spline through waypoints spacing_m apart.
+    Simulate a walker on a smooth random path near a stage centre, stopping between walks.
+
+    The path is a cubic spline through waypoints spacing_m apart.
 
     Returns position (N, 2), heading (N,) rad, speed (N,) m/s and distance walked (N,) m.
     """
@@ -299,7 +302,7 @@ def _walk(t, seconds, rng, centre, radius_m, spacing_m, distance_m, peak_speed, 
 
 def _gait(heading, speed, walked, bob_m, sway_m):
     """
-    Walking bob: vertical once per step, sideways once per stride, growing with speed.
+    Compute the walking bob: vertical once per step, sideways once per stride, growing with speed.
 
     Returns the (N, 2) sideways and (N,) vertical displacement and the stride phase.
     """
@@ -347,7 +350,7 @@ def _whip_pan(t, seconds, ss):
 
 
 def _dolly(t, seconds, ss):
-    """Moves along a straight track with holds; the operator trims the pan while moving."""
+    """Move along a straight track with holds; the operator trims the pan while moving."""
     rng = _rng(ss)
     track_m = rng.uniform(6.0, 10.0)
     heading = rng.uniform(-np.pi, np.pi)
@@ -367,7 +370,7 @@ def _dolly(t, seconds, ss):
 
 
 def _crane(t, seconds, ss):
-    """A jib arm rising, falling and swinging; the remote head keeps a subject in frame."""
+    """Raise, lower and swing a jib arm; the remote head keeps a subject in frame."""
     rng = _rng(ss)
     column = np.array([rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0), rng.uniform(1.4, 1.8)])
     arm_m = rng.uniform(3.0, 4.5)
@@ -393,7 +396,7 @@ def _crane(t, seconds, ss):
 
 
 def _orbit(t, seconds, ss):
-    """Circles a subject on eased arcs, mostly in one direction, always looking at it."""
+    """Circle a subject on eased arcs, mostly in one direction, always looking at it."""
     rng = _rng(ss)
     subject = np.array([rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0), rng.uniform(1.1, 1.5)])
     radius, height = rng.uniform(2.0, 4.0), rng.uniform(1.3, 1.7)
@@ -415,8 +418,9 @@ def _orbit(t, seconds, ss):
 
 def _handheld(t, seconds, ss):
     """
-    An operator standing and taking short walks: body sway, gait, reframing pans and
-    8-12 Hz physiological tremor (true camera motion).
+    Simulate an operator standing and taking short walks (true camera motion).
+
+    Body sway, gait, reframing pans and 8-12 Hz physiological tremor.
     """
     rng = _rng(ss)
     centre = rng.uniform(-2.0, 2.0, 2)
@@ -444,7 +448,7 @@ def _handheld(t, seconds, ss):
 
 
 def _steadicam(t, seconds, ss):
-    """A floating walk along a smooth path with stops, gentle 1-2 Hz bob, slow drift."""
+    """Simulate a floating walk along a smooth path with stops, gentle 1-2 Hz bob, slow drift."""
     rng = _rng(ss)
     centre = rng.uniform(-2.0, 2.0, 2)
     height = rng.uniform(1.2, 1.5)
@@ -470,7 +474,7 @@ _SCENARIO_MOTION = {
 
 def simulate_truth(scenario, seconds, rate_hz, seed):
     """
-    True camera motion of a scenario on the uniform clock k / rate_hz, k < seconds * rate.
+    Sample a scenario's true camera motion on the uniform clock k / rate_hz, k < seconds * rate.
 
     Returns (t (N,), p (N, 3), q (N, 4)); the same seed gives the same continuous motion at
     every rate.
@@ -496,8 +500,10 @@ def _events(rng, rate_hz, interval):
 
 def _dropped(rng, n, rate):
     """
-    Missing frames: alternating kept and dropped runs of geometric length (a two-state
-    Markov chain) with mean burst DROPOUT_MEAN_BURST_FRAMES and dropped fraction rate.
+    Draw which of n frames are missing (a boolean mask), with dropped fraction rate.
+
+    Kept and dropped runs alternate, of geometric length (a two-state Markov chain) with
+    mean burst DROPOUT_MEAN_BURST_FRAMES.
     """
     dropped = np.zeros(n, dtype=bool)
     if rate <= 0.0:
@@ -528,7 +534,7 @@ def _freed_quantize(p, q):
 
 def add_tracker_noise(t, p, q, noise, seed):
     """
-    What a tracker with error model `noise` reports of the true poses (t, p, q).
+    Return what a tracker with error model `noise` reports of the true poses (t, p, q).
 
     Row k of the result is frame k of the input unless dropped; with stamp jitter its stamp
     moves but its truth stays the pose at the true capture time t[k]. Re-localisation adds
@@ -580,7 +586,7 @@ def add_tracker_noise(t, p, q, noise, seed):
 
 
 def simulate(scenario, seconds=20.0, rate_hz=60.0, seed=0, noise=TrackerNoise()):
-    """A take of a scenario: the true motion and what a tracker with `noise` reports."""
+    """Simulate a take of a scenario: the true motion and what a tracker with `noise` reports."""
     t, p, q = simulate_truth(scenario, seconds, rate_hz, seed)
     take = add_tracker_noise(t, p, q, noise, seed)
     return replace(take, scenario=scenario, rate_hz=float(rate_hz))

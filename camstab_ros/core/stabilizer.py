@@ -55,7 +55,7 @@ STAMP_MATCH_S = 1e-9
 
 
 def shared_spec(name):
-    """The spec of a SHARED parameter: that of the first method that has it."""
+    """Return the spec of a SHARED parameter: that of the first method that has it."""
     for method in list_methods():
         spec = smoother_class(method).PARAMS.get(name)
         if spec is not None:
@@ -97,7 +97,7 @@ def smoother_parameters(method):
 
 
 def build_smoother(values):
-    """The smoother that pipeline parameter values call for; ParameterError if invalid."""
+    """Build the smoother that pipeline parameter values call for; ParameterError if invalid."""
     method = values['method']
     check_method(method)
     return make_smoother(method, **{key: values[name]
@@ -177,7 +177,7 @@ class Stabilizer:
 
     @property
     def switching(self):
-        """True while the output cross-fades from the previous smoother."""
+        """Return True while the output cross-fades from the previous smoother."""
         return self._old is not None
 
     def process(self, t, position, quaternion, tag=None, frame_id=''):
@@ -261,7 +261,7 @@ class Stabilizer:
         return {reason: counts.get(reason, 0) for reason in DROP_REASONS}
 
     def diagnostics(self):
-        """The pipeline's figures as {key: value} for /diagnostics."""
+        """Return the pipeline's figures as {key: value} for /diagnostics."""
         smoother = self.smoother
         stats = self.stats
         dropped = self.dropped_by_reason
@@ -318,7 +318,7 @@ class Stabilizer:
         return float(np.clip((t - self._switch_t) / self.blend_s, 0.0, 1.0))
 
     def _release(self):
-        """Outputs for the oldest pending measurements whose estimates are all in."""
+        """Release the Outputs for the oldest pending measurements whose estimates are all in."""
         outputs = []
         while self._pending:
             t, tag, frame_id = self._pending[0]
@@ -406,7 +406,7 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
 
 
 def _streamed_take(stabilizer, t, p, q, switches, progress):
-    """The take pose by pose through process(), exactly as the node runs it."""
+    """Run the take pose by pose through process(), exactly as the node runs it."""
     out_p, out_q = np.zeros((len(t), 3)), np.zeros((len(t), 4))
     valid = np.zeros(len(t), dtype=bool)
 
@@ -428,9 +428,10 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
 
 def _batched_take(stabilizer, t, p, q, progress):
     """
-    Fast path of _streamed_take for batched and offline smoothers (test_stabilizer
-    proves them equal): validation row by row, then one smooth() per stretch between
-    gap resets.
+    Run the take on the fast path of _streamed_take, for batched and offline smoothers.
+
+    Validation row by row, then one smooth() per stretch between gap resets;
+    test_stabilizer proves the two paths equal.
     """
     validator = stabilizer.validator
     valid = np.zeros(len(t), dtype=bool)

@@ -54,7 +54,8 @@ class MeasurementValidator:
 
 
 def drop_figures(total_key, counts):
-    """Diagnostics values of drop counts {reason: n}.
+    """
+    Return the diagnostics values of drop counts {reason: n}.
 
     The total comes under total_key, then each reason as 'dropped.<reason>'.
     """

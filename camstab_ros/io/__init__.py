@@ -1,1 +1,1 @@
-"""Formats and transports, free of ROS: trajectories, rosbag2, FreeD, Mo-Sys F4."""  # noqa: A005, E501
+"""Formats and transports, no ROS: trajectories, rosbag2, FreeD, Mo-Sys F4."""  # noqa: A005

@@ -53,7 +53,7 @@ class FreeDPacket:
 
 
 def checksum(data):
-    """FreeD checksum of the message bytes before the checksum byte."""
+    """Compute the FreeD checksum of the message bytes before the checksum byte."""
     return (0x40 - sum(data)) % 256
 
 
@@ -189,7 +189,11 @@ def packet_to_pose(packet, mapping=DEFAULT_MAPPING):
 
 def pose_to_packet(position, quaternion, mapping=DEFAULT_MAPPING, camera_id=0, zoom=0,
                    focus=0, spare=0):
-    """FreeD packet of a REP 103 pose (inverse of packet_to_pose; angles within +-180)."""
+    """
+    Convert a REP 103 pose to a FreeD packet (inverse of packet_to_pose).
+
+    The packet's angles are within +-180 degrees.
+    """
     position = np.asarray(position, dtype=float)
     quaternion = np.asarray(quaternion, dtype=float)
     if position.shape != (3,) or quaternion.shape != (4,):

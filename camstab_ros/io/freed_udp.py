@@ -76,11 +76,11 @@ class TimeBase:
 
     @classmethod
     def from_values(cls, values):
-        """The time base that INPUT_SPECS values (time_base, frame_rate_hz) call for."""
+        """Return the time base that INPUT_SPECS values (time_base, frame_rate_hz) call for."""
         return cls(values['frame_rate_hz'] if values['time_base'] == 'frame_rate' else 0.0)
 
     def stamp(self, arrival_s):
-        """The stamp of a frame that arrived at arrival_s."""
+        """Return the stamp of a frame that arrived at arrival_s."""
         if self.frame_rate_hz <= 0.0:
             return arrival_s
         if self._anchor is None:
@@ -116,7 +116,7 @@ class FreedInput:
 
     @classmethod
     def from_values(cls, values, handler):
-        """A FreedInput configured by INPUT_SPECS values."""
+        """Return a FreedInput configured by INPUT_SPECS values."""
         return cls(values['bind_address'], values['port'], handler,
                    [a for a in values['allowed_senders'] if a.strip()], values['queue_size'])
 
@@ -166,7 +166,7 @@ class FreedOutput:
 
     @classmethod
     def from_values(cls, values):
-        """A FreedOutput configured by OUTPUT_SPECS values."""
+        """Return a FreedOutput configured by OUTPUT_SPECS values."""
         host, port = parse_host_port(values['destination'])
         return cls(host, port, values['camera_id'])
 

@@ -112,7 +112,7 @@ class F4Packet:
 
     @property
     def sequence(self):
-        """The 4-bit packet counter in the status byte."""
+        """Return the 4-bit packet counter in the status byte."""
         return self.status & 0x0F
 
     @property
@@ -125,7 +125,7 @@ class F4Packet:
 
     @property
     def tracking_status(self):
-        """StarTracker tracking state name (axis 0xF9), or None if the axis is absent."""
+        """Return the StarTracker tracking state name (axis 0xF9), None if the axis is absent."""
         if AXIS_TRACKING_STATUS not in self.axes:
             return None
         return TRACKING_STATUS[(self.axes[AXIS_TRACKING_STATUS][1] >> 12) & 0x0F]
@@ -282,7 +282,7 @@ def read_f4(path, strict=False):
 
 def f4_to_freed(packet):
     """
-    The packet as a FreeD packet (same angles; cm -> m; 16-bit lens values as counts).
+    Return the packet as a FreeD packet (same angles; cm -> m; 16-bit lens values as counts).
 
     Zoom and focus become the 16-bit encoder counts StarTracker sends over FreeD (0 when
     the axis is absent). Raises F4Error if a pose axis is missing.

@@ -25,7 +25,7 @@ NS_PER_S = 1_000_000_000
 
 @lru_cache(maxsize=1)
 def typestore():
-    """The ROS 2 Kilted message typestore (cached)."""
+    """Return the cached ROS 2 Kilted message typestore."""
     return get_typestore(Stores.ROS2_KILTED)
 
 
@@ -85,8 +85,10 @@ class BagWriter:
 
 def write_bag(path, topics, records, storage='mcap'):
     """
-    Write a bag in one call: topics {name: msgtype}; records of (topic, timestamp_ns,
-    message) with message raw CDR bytes or a typestore message. Returns the count.
+    Write a bag in one call.
+
+    topics: {name: msgtype}; records: (topic, timestamp_ns, message) with message raw CDR
+    bytes or a typestore message. Returns the number of messages written.
     """
     with BagWriter(path, storage) as bag:
         for topic, msgtype in topics.items():
@@ -127,7 +129,7 @@ def read_bag(path, topics=None, decode=True):
 
 
 def pose_stamped(stamp_ns, frame_id, position, quaternion):
-    """A typestore geometry_msgs/PoseStamped."""
+    """Build a typestore geometry_msgs/PoseStamped."""
     types = typestore().types
     sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
     header = types['std_msgs/msg/Header'](
@@ -154,9 +156,10 @@ def _pose_of(message, msgtype):
 
 def read_poses(path, topic):
     """
-    Poses of one topic by header stamp: (t (N,) s, positions (N, 3), quaternions (N, 4),
-    frame_id of the first message). Reads PoseStamped, PoseWithCovarianceStamped and
-    TransformStamped topics.
+    Read the poses of one topic by header stamp.
+
+    Returns (t (N,) s, positions (N, 3), quaternions (N, 4), frame_id of the first
+    message). Reads PoseStamped, PoseWithCovarianceStamped and TransformStamped topics.
     """
     t, p, q, frame_id = [], [], [], None
     for msg in read_bag(path, [topic]):

@@ -1,5 +1,7 @@
 """
-Trajectory files: TUM text (`t x y z qx qy qz qw`, `#` comments) and CSV with header
+Trajectory files: TUM text and CSV, read strictly and written atomically.
+
+TUM text is `t x y z qx qy qz qw` with `#` comments; CSV has the header
 `t,x,y,z,qx,qy,qz,qw`. Reading is strict (a malformed line is an error naming the file
 and line); writing is atomic (a temporary file renamed into place), so a failed command
 never leaves a half-written output.

@@ -53,7 +53,7 @@ def parse_allow_list(entries):
 
 
 def bind_udp(host, port, timeout=None):
-    """A UDP socket bound to host:port; UdpError saying why if that is impossible."""
+    """Return a UDP socket bound to host:port; UdpError saying why if that is impossible."""
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except OSError as exc:
@@ -98,7 +98,7 @@ class UdpReceiver:
 
     def receive_batch(self):
         """
-        [(data, sender, arrival_ns)] in arrival order; [] after the timeout with none.
+        Return [(data, sender, arrival_ns)] in arrival order; [] after the timeout with none.
 
         arrival_ns is time.monotonic_ns() when the datagram was taken from the socket.
         """

@@ -63,7 +63,7 @@ def pose_stamped_to_arrays(msg):
 
 
 def make_pose_stamped(stamp, frame_id, position, quaternion):
-    """PoseStamped with the given stamp (builtin_interfaces/Time, copied) and frame."""
+    """Make a PoseStamped with the given stamp (builtin_interfaces/Time, copied) and frame."""
     msg = PoseStamped()
     msg.header.stamp = copy_stamp(stamp)
     msg.header.frame_id = frame_id
@@ -72,7 +72,7 @@ def make_pose_stamped(stamp, frame_id, position, quaternion):
 
 
 def covariance_to_array(covariance):
-    """The 36-element row-major covariance of a message -> (6, 6) array."""
+    """Convert the 36-element row-major covariance of a message to a (6, 6) array."""
     return np.asarray(covariance, dtype=float).reshape(6, 6)
 
 
@@ -90,13 +90,17 @@ def make_pose_with_covariance_stamped(stamp, frame_id, position, quaternion, cov
 
 
 def pose_with_covariance_to_arrays(msg):
-    """PoseWithCovarianceStamped -> (t, position (3,), quaternion (4,), covariance (6, 6))."""
+    """
+    Convert a PoseWithCovarianceStamped to arrays.
+
+    Returns (t, position (3,), quaternion (4,), covariance (6, 6)).
+    """
     p, q = pose_to_arrays(msg.pose.pose)
     return stamp_to_sec(msg.header.stamp), p, q, covariance_to_array(msg.pose.covariance)
 
 
 def make_transform_stamped(stamp, frame_id, child_frame_id, position, quaternion):
-    """TransformStamped placing child_frame_id at the pose in frame_id."""
+    """Make a TransformStamped placing child_frame_id at the pose in frame_id."""
     msg = TransformStamped()
     msg.header.stamp = copy_stamp(stamp)
     msg.header.frame_id = frame_id
@@ -108,7 +112,7 @@ def make_transform_stamped(stamp, frame_id, child_frame_id, position, quaternion
 
 
 def transform_stamped_to_arrays(msg):
-    """TransformStamped -> (t, translation (3,), rotation quaternion (4,))."""
+    """Convert a TransformStamped to (t, translation (3,), rotation quaternion (4,))."""
     tr, rot = msg.transform.translation, msg.transform.rotation
     return (stamp_to_sec(msg.header.stamp), np.array([tr.x, tr.y, tr.z]),
             np.array([rot.x, rot.y, rot.z, rot.w]))

@@ -52,7 +52,7 @@ def run_node(node_class, args=None):
 
 
 def parameter_descriptor(name, spec, read_only=False):
-    """The ParameterDescriptor of a core ParamSpec, so ROS rejects out-of-range values."""
+    """Describe a core ParamSpec as a ParameterDescriptor, so ROS rejects bad values itself."""
     unit = f' [{spec.unit}]' if spec.unit else ''
     descriptor = ParameterDescriptor(
         name=name, description=f'{spec.description}{unit}; default {spec.default!r}',
@@ -113,7 +113,7 @@ def watch_parameters(node, specs, validate, apply):
 
 
 def diagnostic_array(node, name, level, message, values, hardware_id):
-    """A DiagnosticArray, stamped now, of one status named '<node>: <name>'."""
+    """Make a DiagnosticArray, stamped now, of one status named '<node>: <name>'."""
     status = DiagnosticStatus(
         level=level, name=f'{node.get_name()}: {name}', message=message,
         hardware_id=hardware_id,
@@ -127,7 +127,7 @@ class DropLog:
     """Warns about dropped input at most once per DROP_LOG_PERIOD_S, with the counts."""
 
     def __init__(self, logger, counts):
-        """counts: a callable returning {reason: count} of everything dropped so far."""
+        """Log to logger; counts() returns {reason: count} of everything dropped so far."""
         self.logger = logger
         self.counts = counts
         self._last = -float('inf')

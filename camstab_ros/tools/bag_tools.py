@@ -34,8 +34,10 @@ def _reader_errors():
 
 def bag_info(path):
     """
-    {'path', 'storage', 'duration_s', 'start_ns', 'end_ns', 'messages', 'topics':
-    {topic: {'type', 'count'}}}; BagError if the bag is missing or corrupt.
+    Read a whole bag once and describe it; BagError if it is missing or corrupt.
+
+    Returns {'path', 'storage', 'duration_s', 'start_ns', 'end_ns', 'messages', 'topics':
+    {topic: {'type', 'count'}}}.
     """
     try:
         with Reader(path) as reader:
@@ -111,7 +113,7 @@ def smooth_bag(input_bag, output_bag, topic, method, params):
 
 
 def message_class(msgtype):
-    """The rclpy message class of 'pkg/msg/Type'; BagError if it is not installed."""
+    """Return the rclpy message class of 'pkg/msg/Type'; BagError if it is not installed."""
     package, _, name = msgtype.rpartition('/')
     try:
         return getattr(importlib.import_module(package.replace('/', '.')), name)

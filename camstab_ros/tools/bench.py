@@ -35,7 +35,8 @@ def run_bench(args):
     figures = benchmark(args.methods or list_methods())
     take = BENCH_SCENARIO
     print(f"per-pose cost on a seeded {take['scenario']} take, {take['seconds']:.0f} s at "
-          f"{take['rate_hz']:.0f} Hz, one update() per pose (offline methods: smooth() / N)")
+          f"{take['rate_hz']:.0f} Hz, one update() per pose (offline methods: the whole "
+          'take / N, validation included)')
     rows = {m: {**v, 'mode': 'streaming' if v['causal'] else 'offline'}
             for m, v in figures.items()}
     print(format_table(rows, ('mode', 'median_us', 'p99_us', 'ratio')))

@@ -13,7 +13,7 @@ class UsageError(Exception):
 
 
 def format_table(rows, columns, first='method'):
-    """A plain-text table of {row name: {column: value}}, numbers right-aligned."""
+    """Format {row name: {column: value}} as a plain-text table, numbers right-aligned."""
     def cell(value):
         if isinstance(value, str):
             return value
@@ -44,7 +44,7 @@ def write_json(path, data):
 
 
 def methods_arg(text):
-    """argparse type of --methods: comma-separated method names, each checked."""
+    """Parse --methods (the argparse type): comma-separated method names, each checked."""
     methods = [m.strip() for m in text.split(',') if m.strip()]
     for method in methods:
         try:

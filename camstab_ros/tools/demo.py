@@ -11,8 +11,8 @@ stillest second) and `bag/` (rosbag2, mcap, the three topics as received). Every
 stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
 """
 import json
-import shutil
 from pathlib import Path
+import shutil
 import sys
 import time
 
@@ -118,7 +118,7 @@ def _start_node(recording, context):
 
 
 def match(a_stamps, b_stamps):
-    """Indices (ia, ib) of the stamps present in both (stamps unique within each)."""
+    """Return the indices (ia, ib) of the stamps in both (stamps unique within each)."""
     _, ia, ib = np.intersect1d(a_stamps, b_stamps, assume_unique=True, return_indices=True)
     return ia, ib
 
@@ -168,7 +168,7 @@ TABLE_COLUMNS = (('pos_rmse_mm', '{:.3f}'), ('jitter_mm', '{:.3f}'), ('jitter_de
 
 
 def format_table(result):
-    """The final table (markdown): noisy and stabilised against truth."""
+    """Format the final table (markdown): noisy and stabilised against truth."""
     header = '| topic | poses | ' + ' | '.join(c for c, _ in TABLE_COLUMNS) + ' |'
     lines = [header, '|' + '---|' * (len(TABLE_COLUMNS) + 2)]
     for name in ('noisy', 'stabilized'):
@@ -202,7 +202,7 @@ def live_line(elapsed, recording, since, window_s):
 
 
 def write_bag(path, recording):
-    """The three topics as received, at their receive times."""
+    """Write the three topics as received, at their receive times, to a bag at path."""
     if (path / 'metadata.yaml').is_file():
         shutil.rmtree(path)  # a bag of a previous demo run
     records = sorted((row[2], topic, row[5]) for topic in TOPICS
@@ -231,8 +231,9 @@ def stillest_window(t, p, window_s):
 
 def plot(path, recording, title):
     """
-    Truth, noisy and stabilised x, y, z over time, each with an inset beside it zoomed
-    on the stillest second of the truth (in mm).
+    Plot truth, noisy and stabilised x, y, z over time to path.
+
+    Each axis has an inset beside it zoomed on the stillest second of the truth (in mm).
     """
     import matplotlib
     matplotlib.use('Agg')

@@ -57,7 +57,7 @@ def _node_block(node, specs, overrides):
 
 
 def render():
-    """The text of config/params.yaml."""
+    """Render the text of config/params.yaml."""
     blocks = [_node_block(node.NODE_NAME, sys.modules[node.__module__].parameter_specs(),
                           DEMO_OVERRIDES.get(node.NODE_NAME, {}))
               for node in NODES]

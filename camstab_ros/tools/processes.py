@@ -61,8 +61,10 @@ def spin_while(executor, keep_going, interrupted, timeout_sec=0.05):
 
 def node_command(name):
     """
-    The installed console script `name` (next to this Python, else on PATH); from a
-    source tree without one, `python -m` of its module.
+    Return the command that starts the executable `name` of the package.
+
+    The installed console script (next to this Python, else on PATH); from a source tree
+    without one, `python -m` of its module.
     """
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
@@ -132,8 +134,9 @@ def private_env(domain_id):
 @contextmanager
 def private_context(domain_id):
     """
-    An rclpy Context of our own on domain_id, limited to this host; rclpy installs no
-    signal handlers (see sigint_as_flag).
+    Yield an rclpy Context of our own on domain_id, discovery limited to this host.
+
+    rclpy installs no signal handlers in it (see sigint_as_flag).
     """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -156,7 +159,7 @@ def private_context(domain_id):
 
 
 def choose_domain_id(requested):
-    """requested (checked), or a random private id in DOMAIN_RANGE when None."""
+    """Return the requested domain id (checked), or a random one in DOMAIN_RANGE if None."""
     if requested is not None:
         if not 0 <= requested <= 232:
             raise ValueError(f'--domain-id must be 0..232, got {requested}')

@@ -65,7 +65,7 @@ class RelayNode(Node):
 
 
 def _latency_stats(sent, received):
-    """sent {stamp: publish ns}, received {stamp: receive ns} -> figures in ms."""
+    """Compute latency figures in ms from sent {stamp: ns} and received {stamp: ns}."""
     latencies = np.array([(received[s] - sent[s]) * 1e-6 for s in received if s in sent])
     figures = {'sent': len(sent), 'received': len(latencies),
                'dropped': len(sent) - len(latencies)}
@@ -78,9 +78,11 @@ def _latency_stats(sent, received):
 
 def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_id=None):
     """
-    Measure stabiliser and relay latency in one run; returns a dict of figures:
-    {'stabilizer': {sent, received, dropped, p50_ms, p99_ms, max_ms, mean_ms}, 'relay':
-    {...}, 'stabilizer_diagnostics': {...}, 'seconds', 'rate_hz', 'method', 'domain_id'}.
+    Measure stabiliser and relay latency in one run.
+
+    Returns a dict of figures: {'stabilizer': {sent, received, dropped, p50_ms, p99_ms,
+    max_ms, mean_ms}, 'relay': {...}, 'stabilizer_diagnostics': {...}, 'seconds',
+    'rate_hz', 'method', 'domain_id'}.
     """
     from camstab_ros.core.simulation import simulate
 
@@ -192,7 +194,7 @@ def _drive(context, take, seconds, rate_hz, children, interrupted):
 
 
 def format_report(result):
-    """A table of the latency figures of both nodes."""
+    """Format the latency figures of both nodes as a table."""
     lines = [f'end-to-end latency pose_in -> pose_out over DDS, {result["rate_hz"]:g} Hz for '
              f'{result["seconds"]:g} s (stabiliser method {result["method"]})',
              '| node | sent | received | dropped | p50_ms | p99_ms | max_ms |',

@@ -76,7 +76,7 @@ def configure_smooth(parser):
 
 
 def _is_bag(path):
-    """A rosbag2 directory or file (anything that is not a trajectory file)."""
+    """Tell whether path is a rosbag2 directory or file (not a trajectory file)."""
     path = Path(path)
     return path.is_dir() or path.suffix.lower() in ('.mcap', '.db3', '')
 
