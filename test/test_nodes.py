@@ -470,7 +470,7 @@ def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain
     and `camstab smooth` used to disagree); equal to the precision of the file.
     """
     proc = start(node_command('stabilizer') + ros_arguments(
-        PARAMS_FILE, {'method': 'one_euro', 'publish_tf': 'false'},
+        PARAMS_FILE, {'method': 'one_euro', 'publish_tf': 'false', 'dropout_timeout_s': 1.5},
         {'pose_in': AGREE_IN, 'pose_out': AGREE_OUT, '__node': AGREE_NODE}),
         module_ros_domain.env(), tmp_path / f'{AGREE_NODE}.log')
     outputs = []
@@ -484,7 +484,7 @@ def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain
                                                 [0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]))
             ros.spin_for(0.05)
             probe += 1
-        ros.spin_for(1.0)  # past dropout_timeout_s: the node resets before the stream
+        ros.spin_for(2.0)  # past dropout_timeout_s: the node resets before the stream
         outputs.clear()
         take = simulate('handheld', seconds=5.0, rate_hz=60.0, seed=9)
         t, p, q = take.t + 100.0, take.noisy_p.copy(), take.noisy_q.copy()
@@ -496,7 +496,7 @@ def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain
         t, p, q = t[keep], p[keep], q[keep]
         for i in range(len(t)):
             if i and t[i] - t[i - 1] > 1.0:
-                ros.spin_for(1.0)               # the stream pauses as its stamps do
+                ros.spin_for(2.0)               # the stream pauses as its stamps do
             publisher.publish(make_pose_stamped(sec_to_stamp(t[i]), 'world', p[i], q[i]))
             ros.spin_for(0.01)
         ros.spin_until(lambda: len(outputs) >= len(t) - 2, what='every valid output')
@@ -504,7 +504,8 @@ def test_the_node_and_camstab_smooth_give_the_same_output(ros, module_ros_domain
         write_trajectory(noisy, t, p, q)
         smoothed = tmp_path / 'smoothed.tum'
         result = subprocess.run([sys.executable, '-m', 'camstab_ros.cli', 'smooth', '--method',
-                                 'one_euro', str(noisy), str(smoothed)],
+                                 'one_euro', '--param', 'dropout_timeout_s=1.5', str(noisy),
+                                 str(smoothed)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         offline = read_trajectory(smoothed)

@@ -124,8 +124,8 @@ def test_bad_measurements_are_dropped_counted_and_never_output(take):
         assert (reason, outputs) == (expected, [])
     reason, outputs = stab.process(t[1], p[1], q[1], 'second', 'world')
     assert reason is None and [o.tag for o in outputs] == ['second']
-    assert stab.dropped_by_reason == {'non_finite': 2, 'zero_quaternion': 1,
-                                      'stamp_not_increasing': 2, 'wrong_frame_id': 1}
+    assert {r: n for r, n in stab.dropped_by_reason.items() if n} == {
+        'non_finite': 2, 'zero_quaternion': 1, 'stamp_not_increasing': 2, 'wrong_frame_id': 1}
     assert stab.published == 2 and stab.received == 8
 
 

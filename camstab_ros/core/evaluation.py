@@ -10,7 +10,7 @@ import logging
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.metrics import evaluate
 from camstab_ros.core.simulation import simulate
-from camstab_ros.core.stabilizer import stabilize_take, Stabilizer
+from camstab_ros.core.stabilizer import stabilize_take, stabilizer_for
 import numpy as np
 
 
@@ -23,8 +23,12 @@ STAMPS_PER_S = 1e6
 
 
 def run_take(method, t, p, q, params=None, timed=False, progress=None):
-    """Run a take through a new Stabilizer of `method`: its TakeResult, invalid rows logged."""
-    stabilizer = Stabilizer(make_smoother(method, **(params or {})))
+    """
+    Run a take through a new Stabilizer of `method`: its TakeResult, invalid rows logged.
+
+    params: unprefixed parameters of the method and the pipeline (`stabilizer_for`).
+    """
+    stabilizer = stabilizer_for(method, params)
     result = stabilize_take(stabilizer, t, p, q, timed=timed, progress=progress)
     for reason, count in sorted(result.dropped.items()):
         rows = ', '.join(str(i + 1) for i in result.dropped_rows[:5])

@@ -8,15 +8,30 @@ carries an opaque `tag` (a ROS stamp, FreeD lens values, a row index) that comes
 with its output.
 
 Rules, in the order a measurement meets them:
-1. A measurement in another frame than the stream's (`frame_id`; empty: the frame of the
-   first measurement) is dropped and counted (`wrong_frame_id`); so is one that fails
-   `MeasurementValidator` (non-finite, zero quaternion, stamp not increasing). A
-   non-unit quaternion is renormalised and counted.
-2. A stamp gap longer than `dropout_timeout_s`, or as long a pause in arrivals (`idle()`),
-   flushes the smoother's held-back estimates and resets it.
-3. Every valid measurement yields exactly one Output, in input order, with its own tag
-   (delayed methods emit it later).
-4. `switch()` replaces the smoother without a jump in the output: the new smoother is
+1. Frame: a measurement in another frame than the stream's is dropped (`wrong_frame_id`).
+   The stream's frame is `frame_id`, or, when that is empty, the frame of the first
+   measurement: that lock expires when the stream pauses (`idle()`) or when another frame
+   has streamed alone for `dropout_timeout_s` of its own stamps.
+2. Validation (`MeasurementValidator`): non-finite values, positions beyond the
+   workspace bound, zero quaternions and stamps that do not increase (or, with a clock,
+   lie more than `max_future_s` ahead of it) are dropped; a non-unit quaternion is
+   renormalised and counted.
+3. Clock steps: CLOCK_STEP_FRAMES measurements in a row dropped for their stamps alone,
+   whose stamps increase among themselves, are a step of the tracker's clock (a reboot,
+   a PTP step): the stream restarts cleanly on the new clock (counted in clock_steps).
+4. Gaps: a stamp gap longer than `dropout_timeout_s`, or as long a pause in arrivals
+   (`idle()`), flushes the smoother's held-back estimates and resets it; a pause also
+   restarts the stream (stamps, frame lock).
+5. Reach: when REACH_FRAMES estimates in a row lie further than `reset_jump_m` from their
+   own measurements (a diverged filter, not a one-frame spike it rightly rejects), the
+   last is replaced by its measurement and the smoother restarts there (reach_resets).
+6. A smoother that raises is reset and the measurement dropped (`smoother_error`,
+   `last_error`); the pipeline goes on.
+7. Every valid measurement yields exactly one Output, in input order, with its own tag
+   (delayed methods emit it later). Measurements are never lost silently: at any moment
+   received = published + pending + every drop by reason (`unreleased`: measurements a
+   reset or a failing smoother left without an estimate).
+8. `switch()` replaces the smoother without a jump in the output: the new smoother is
    warmed on the last WARMUP_S seconds of measurements, then both run side by side and
    the output cross-fades from the old estimate to the new one over `blend_s` seconds of
    measurement time (position lerp, orientation slerp): two methods differ by their own
@@ -24,27 +39,48 @@ Rules, in the order a measurement meets them:
 
 Parameters follow one naming rule (`parameter_specs()`): `method`; the parameters in
 SHARED under their own name, handed to every method that has them; every other smoother
-parameter as `<method>.<param>`; `switch_blend_s`.
+parameter as `<method>.<param>`; `switch_blend_s`, `max_position_m`.
 """
 from collections import Counter, deque
+import copy
 from dataclasses import dataclass, field
 import time
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
 from camstab_ros.core.params import ParameterError, ParamSpec
-from camstab_ros.core.smoother import SmootherStats
-from camstab_ros.core.validation import drop_figures, MeasurementValidator, REASONS
+from camstab_ros.core.smoother import Estimate, SmootherStats
+from camstab_ros.core.validation import (CLOCK_REASONS, DEFAULT_MAX_POSITION_M, drop_figures,
+                                         MeasurementValidator, REASONS)
 import numpy as np
 
 
 DEFAULT_METHOD = 'kalman'
 WRONG_FRAME = 'wrong_frame_id'
-DROP_REASONS = tuple(REASONS) + (WRONG_FRAME,)
+# Drops the pipeline counts itself (the validator counts REASONS).
+PIPELINE_REASONS = {
+    WRONG_FRAME: "measurement in another frame than the stream's",
+    'smoother_error': 'the smoother raised on the measurement (it was reset)',
+    'unreleased': 'a reset or a failing smoother left the measurement without an estimate',
+}
+DROP_REASONS = tuple(REASONS) + tuple(PIPELINE_REASONS)
+# Measurements in a row dropped for their stamps alone that make a clock step.
+CLOCK_STEP_FRAMES = 10
+# Estimates in a row out of reach of their measurements that restart the smoother: one
+# more than `kalman`'s gate_max_consecutive default, so that its own restart comes first.
+REACH_FRAMES = 4
+# Bound of the measurements waiting for their estimate (a causal smoother holds at most
+# delay_frames of them; offline smoothers hold the whole take).
+MAX_PENDING = 10000
 # Smoother parameters declared once under their own name and handed to every method that
 # has them (never also as `<method>.<name>`); dropout_timeout_s also drives the resets.
 SHARED = ('delay_frames', 'dropout_timeout_s', 'reset_jump_m', 'model_path')
 DEFAULT_BLEND_S = 1.0
+MAX_POSITION_SPEC = ParamSpec(
+    DEFAULT_MAX_POSITION_M, 'workspace bound: a pose with a position component beyond this '
+    'is dropped as out_of_workspace', 'm', 1.0, 1e7)
+# Pipeline parameters that offline tools take for any method.
+TAKE_PARAMS = ('dropout_timeout_s', 'reset_jump_m', 'max_position_m')
 # Measurements kept to warm a new smoother before a run-time switch.
 WARMUP_S = 2.0
 WARMUP_MAX_FRAMES = 1000
@@ -79,7 +115,29 @@ def parameter_specs():
         DEFAULT_BLEND_S, 'after a change of method or smoother parameter the output '
         'cross-fades from the old smoother to the new one over this long (0: at once)',
         's', 0.0, 10.0)
+    specs['max_position_m'] = MAX_POSITION_SPEC
     return specs
+
+
+def stabilizer_for(method, params=None):
+    """
+    Build a Stabilizer of any method from unprefixed parameters (the CLI's --param).
+
+    TAKE_PARAMS go to the pipeline (and to the smoother too when it has one of that name);
+    the rest to the smoother. Raises ParameterError naming a bad parameter.
+    """
+    params = dict(params or {})
+    cls = smoother_class(method)
+    pipeline = {}
+    for name in TAKE_PARAMS:
+        if name in params:
+            spec = MAX_POSITION_SPEC if name == 'max_position_m' else shared_spec(name)
+            pipeline[name] = spec.coerce(name, params[name])
+            if name not in cls.PARAMS:
+                del params[name]
+    return Stabilizer(make_smoother(method, **params), pipeline.get('dropout_timeout_s'),
+                      reset_jump_m=pipeline.get('reset_jump_m'),
+                      max_position_m=pipeline.get('max_position_m', DEFAULT_MAX_POSITION_M))
 
 
 def check_method(name):
@@ -146,28 +204,53 @@ class TakeResult:
     us_per_update: np.ndarray = field(default=None)  # per-call cost when timed
 
 
+@dataclass
+class _Pending:
+    """A valid measurement waiting for its estimate."""
+
+    t: float
+    tag: object
+    frame_id: str
+    position: np.ndarray
+    quaternion: np.ndarray
+
+
 class Stabilizer:
     """The pipeline of the module docstring around one smoother (switchable)."""
 
     def __init__(self, smoother, dropout_timeout_s=None, blend_s=DEFAULT_BLEND_S,
-                 frame_id='', cost_window=COST_WINDOW):
-        """dropout_timeout_s None: the smoother's own value, else the shared default."""
+                 frame_id='', reset_jump_m=None, max_position_m=DEFAULT_MAX_POSITION_M,
+                 max_future_s=1.0, cost_window=COST_WINDOW):
+        """
+        Wrap smoother in the pipeline.
+
+        dropout_timeout_s, reset_jump_m: None takes the smoother's own value, else the
+        shared default. max_future_s applies when process() is given the clock (`now`).
+        """
         self.smoother = smoother
-        if dropout_timeout_s is None:
-            dropout_timeout_s = smoother.params.get(
-                'dropout_timeout_s', shared_spec('dropout_timeout_s').default)
-        self.dropout_timeout_s = dropout_timeout_s
+        self.dropout_timeout_s = self._shared(smoother, 'dropout_timeout_s', dropout_timeout_s)
+        self.reset_jump_m = self._shared(smoother, 'reset_jump_m', reset_jump_m)
         self.blend_s = blend_s
         self.frame_id = frame_id
-        self.validator = MeasurementValidator()
-        self.dropped = Counter()      # wrong_frame_id (the validator counts the rest)
-        self.pipeline_resets = 0      # gap resets of the current smoother
+        self.max_future_s = max_future_s
+        self.validator = MeasurementValidator(max_position_m)
+        self.dropped = Counter()      # PIPELINE_REASONS (the validator counts the rest)
+        self.pipeline_resets = 0      # gap and reach resets of the current smoother
+        self.reach_resets = 0
+        self._out_of_reach = 0        # estimates in a row out of reach
+        self.clock_steps = 0
+        self.frame_changes = 0
+        self.last_error = ''
         self.received = 0
         self.published = 0
         self.costs_us = deque(maxlen=cost_window)
+        self._auto_frame = not frame_id
+        self._foreign_since = None    # first stamp of other-frame measurements in a row
+        self._suspects = []           # stamps of measurements in a row dropped for stamps
+        self._clock_offset = 0.0      # accepted offset of the tracker's clock ahead of ours
         self._past_stats = SmootherStats()
         self._history = deque(maxlen=WARMUP_MAX_FRAMES)
-        self._pending = deque()       # (t, tag, frame_id) of measurements without output
+        self._pending = deque()       # _Pending measurements without output yet
         self._estimates = deque()     # the smoother's estimates not yet released
         self._old = None              # the previous smoother while cross-fading
         self._old_estimates = deque()
@@ -175,50 +258,106 @@ class Stabilizer:
         self._last_t = None
         self._last_out_t = -np.inf
 
+    @classmethod
+    def from_values(cls, values, **kwargs):
+        """Build the pipeline that parameter values of `parameter_specs()` call for."""
+        return cls(build_smoother(values), values['dropout_timeout_s'],
+                   values['switch_blend_s'], reset_jump_m=values['reset_jump_m'],
+                   max_position_m=values['max_position_m'], **kwargs)
+
+    def apply_values(self, values):
+        """Take run-time changes of the pipeline's own parameters (not the smoother's)."""
+        self.dropout_timeout_s = values['dropout_timeout_s']
+        self.reset_jump_m = values['reset_jump_m']
+        self.blend_s = values['switch_blend_s']
+        self.validator.max_position_m = values['max_position_m']
+
+    def drop_detail(self, reason):
+        """Return what to add to a log line about a measurement dropped for reason."""
+        return f': {self.last_error}' if reason == 'smoother_error' else ''
+
+    def lock_frame(self, frame_id):
+        """Require frame_id of every measurement; empty: lock on the next one's frame."""
+        self.frame_id = frame_id
+        self._auto_frame = not frame_id
+        self._foreign_since = None
+
+    @staticmethod
+    def _shared(smoother, name, value):
+        if value is not None:
+            return value
+        return smoother.params.get(name, shared_spec(name).default)
+
     @property
     def switching(self):
-        """Return True while the output cross-fades from the previous smoother."""
+        """Tell whether the output is cross-fading from the previous smoother."""
         return self._old is not None
 
-    def process(self, t, position, quaternion, tag=None, frame_id=''):
-        """Take one measurement: (drop reason or None, the Outputs it releases)."""
+    @property
+    def pending(self):
+        """Return how many valid measurements wait for their estimate."""
+        return len(self._pending)
+
+    def process(self, t, position, quaternion, tag=None, frame_id='', now=None):
+        """
+        Take one measurement: (drop reason or None, the Outputs it releases).
+
+        now: the receiving clock in the stamps' time base (seconds), when there is one.
+        """
         self.received += 1
-        if not self.frame_id:
-            self.frame_id = frame_id
-        if frame_id != self.frame_id:
-            self.dropped[WRONG_FRAME] += 1
-            return WRONG_FRAME, []
-        reason, q = self.validator.check(t, position, quaternion)
+        reason, q, event = self._admit(t, position, quaternion, frame_id, now)
         if reason is not None:
             return reason, []
+        t = float(t)
         position = np.asarray(position, dtype=float)
-        outputs = []
-        if self._last_t is not None and t - self._last_t > self.dropout_timeout_s:
-            outputs += self._reset_smoother()
-        self._last_t = t
+        outputs = self._reset_smoother(restart=event != 'gap') if event else []
         start = time.perf_counter_ns()
-        estimate = self.smoother.update(t, position, q)
-        old_estimate = self._old.update(t, position, q) if self._old is not None else None
+        estimate, error = _guarded(self.smoother.update, t, position, q)
+        old_estimate = None
+        if self._old is not None:
+            old_estimate, old_error = _guarded(self._old.update, t, position, q)
+            if old_error is not None:
+                self.last_error = old_error
+                self._end_blend()
         self.costs_us.append((time.perf_counter_ns() - start) * 1e-3)  # both while fading
-        self._pending.append((t, tag, frame_id))
+        if error is not None:
+            self.last_error = error
+            self.dropped['smoother_error'] += 1
+            return 'smoother_error', outputs + self._reset_smoother()
+        self._pending.append(_Pending(t, tag, frame_id, position, q))
         self._history.append((t, position, q))
         while self._history[0][0] < t - WARMUP_S:
             self._history.popleft()
+        if estimate is not None:
+            estimate = self._within_reach(estimate, t, position, q)
         self._keep(self._estimates, estimate)
         self._keep(self._old_estimates, old_estimate)
-        return None, outputs + self._release()
+        outputs += self._release()
+        if self.smoother.causal and len(self._pending) > MAX_PENDING:
+            self._pending.popleft()
+            self.dropped['unreleased'] += 1
+        return None, outputs
 
     def idle(self, seconds_without_input):
-        """Call periodically: after dropout_timeout_s without input, flush and reset."""
-        if self._history and seconds_without_input > self.dropout_timeout_s:
-            return self._reset_smoother(clear_stamps=True)
-        return []
+        """Call periodically: after dropout_timeout_s without input, restart the stream."""
+        if seconds_without_input <= self.dropout_timeout_s:
+            return []
+        outputs = []
+        if self._history or self._pending:
+            outputs = self._reset_smoother(restart=True)
+        if self._auto_frame:
+            self.frame_id = ''
+        self.validator.reset()
+        self._last_t = None
+        self._suspects.clear()
+        self._foreign_since = None
+        return outputs
 
     def finish(self):
         """End of the stream: the Outputs still held back (the smoother starts afresh)."""
-        self._keep_all(self._estimates, self.smoother.flush())
+        self._keep_all(self._estimates, self._flush(self.smoother))
         if self._old is not None:
-            self._keep_all(self._old_estimates, self._old.flush())
+            self._keep_all(self._old_estimates, self._flush(self._old))
         outputs = self._release()
         self._end_blend()
         self._clear()
@@ -232,21 +371,27 @@ class Stabilizer:
         self.pipeline_resets = 0
         warm = deque()
         for t, position, q in self._history:
-            self._keep(warm, smoother.update(t, position, q))
+            estimate, error = _guarded(smoother.update, t, position, q)
+            if error is not None:
+                self.last_error = error
+                smoother.reset()
+                warm.clear()
+                break
+            self._keep(warm, estimate)
         smoother.stats = SmootherStats()  # warm-up events were counted by the old smoother
         outputs = []
         if self._history and self.blend_s > 0.0:
             self._old, self._old_estimates = self.smoother, self._estimates
             self._switch_t = self._history[-1][0]
         else:  # no cross-fade: the old smoother's held-back estimates end its share
-            self._keep_all(self._estimates, self.smoother.flush())
+            self._keep_all(self._estimates, self._flush(self.smoother))
             outputs = self._release()
         self.smoother, self._estimates = smoother, warm
         return outputs + self._release()
 
     @property
     def stats(self):
-        """Smoother counters summed over every smoother used, plus the gap resets."""
+        """Return the smoother counters summed over every smoother used, plus resets."""
         now = self.smoother.stats
         past = self._past_stats
         return SmootherStats(outliers=past.outliers + now.outliers,
@@ -255,7 +400,7 @@ class Stabilizer:
 
     @property
     def dropped_by_reason(self):
-        """{reason: count} of every dropped measurement, every reason listed."""
+        """Return {reason: count} of every dropped measurement, every reason listed."""
         counts = Counter(self.validator.dropped)
         counts.update(self.dropped)
         return {reason: counts.get(reason, 0) for reason in DROP_REASONS}
@@ -264,22 +409,125 @@ class Stabilizer:
         """Return the pipeline's figures as {key: value} for /diagnostics."""
         smoother = self.smoother
         stats = self.stats
-        dropped = self.dropped_by_reason
         costs = np.fromiter(self.costs_us, dtype=float)
         return {
             'method': smoother.name,
             'delay_frames': smoother.delay_frames,
             'received': self.received,
             'published': self.published,
-            **drop_figures('dropped_invalid', dropped),
+            'pending': len(self._pending),
+            **drop_figures('dropped_invalid', self.dropped_by_reason),
             'renormalized': self.validator.renormalized,
             'outliers_rejected': stats.outliers,
             'resets': stats.resets,
+            'reach_resets': self.reach_resets,
             'coasted': stats.coasted,
+            'clock_steps': self.clock_steps,
+            'frame_changes': self.frame_changes,
+            'last_error': self.last_error or 'none',
             'processing_us_median': f'{_percentile(costs, 50):.1f}',
             'processing_us_p99': f'{_percentile(costs, 99):.1f}',
             'model_status': smoother.model_status,
         }
+
+    def _admit(self, t, position, quaternion, frame_id, now):
+        """
+        Decide on one measurement: (drop reason or None, unit quaternion, event or None).
+
+        The event is 'gap', 'clock_step' or 'frame_change': the smoother must be reset
+        (the two latter restart the stream) before the measurement is smoothed. Only the
+        admission state (frame lock, stamps, clock) changes here, so the offline fast path
+        shares it.
+        """
+        event = None
+        if not self.frame_id:
+            self.frame_id, self._foreign_since = frame_id, None
+        if frame_id != self.frame_id:
+            if self._foreign_since is None:
+                self._foreign_since = t
+            if not (self._auto_frame and np.isfinite(t)
+                    and t - self._foreign_since > self.dropout_timeout_s):
+                self.dropped[WRONG_FRAME] += 1
+                return WRONG_FRAME, None, None
+            self.frame_id, self._foreign_since = frame_id, None
+            self.frame_changes += 1
+            event = 'frame_change'
+            self._restart_stamps()
+        else:
+            self._foreign_since = None
+        future = (now is not None and np.isfinite(t)
+                  and t - now - self._clock_offset > self.max_future_s)
+        reason = self.validator.reason(t, position, quaternion, future)
+        if reason in CLOCK_REASONS:
+            if not self._clock_stepped(t):
+                return self.validator.count(reason), None, None
+            self.clock_steps += 1
+            event = 'clock_step'
+            self._restart_stamps()
+            if future:
+                self._clock_offset = t - now
+            reason = self.validator.reason(t, position, quaternion)
+        elif reason is None:
+            self._suspects.clear()
+        if reason is not None:
+            return self.validator.count(reason), None, None
+        q = self.validator.accept(t, quaternion)
+        if event is None and self._last_t is not None and t - self._last_t > \
+                self.dropout_timeout_s:
+            event = 'gap'
+        self._last_t = float(t)
+        return None, q, event
+
+    def _clock_stepped(self, t):
+        """Note a stamp dropped for its time; tell whether the drops make a clock step."""
+        if self._suspects and not t > self._suspects[-1]:
+            self._suspects.clear()
+        self._suspects.append(t)
+        return len(self._suspects) >= CLOCK_STEP_FRAMES
+
+    def _restart_stamps(self):
+        self.validator.reset()
+        self._suspects.clear()
+        self._last_t = None
+
+    def _within_reach(self, estimate, t, position, q):
+        """Return estimate, or its measurement (restarting the smoother) if out of reach."""
+        measured = self._measurement_at(estimate.t)
+        if measured is None or float(np.linalg.norm(
+                estimate.position - measured.position)) <= self.reset_jump_m:
+            self._out_of_reach = 0
+            return estimate
+        self._out_of_reach += 1
+        if self._out_of_reach < REACH_FRAMES:
+            return estimate
+        self._out_of_reach = 0
+        self.reach_resets += 1
+        self.pipeline_resets += 1
+        # The held-back measurements after it pass through; the smoother restarts at the
+        # newest one.
+        for held in self._pending:
+            if held.t > estimate.t + STAMP_MATCH_S:
+                self._keep(self._estimates, Estimate(held.t, held.position, held.quaternion))
+        replaced = Estimate(estimate.t, measured.position, measured.quaternion)
+        self._keep(self._estimates, replaced)
+        self._estimates = deque(sorted(self._estimates, key=lambda e: e.t))
+        self.smoother.reset()
+        _guarded(self.smoother.update, t, position, q)
+        return None
+
+    def _measurement_at(self, t):
+        for held in reversed(self._pending):
+            if abs(held.t - t) <= STAMP_MATCH_S:
+                return held
+        return None
+
+    def _flush(self, smoother):
+        estimates, error = _guarded(smoother.flush)
+        if error is not None:
+            self.last_error = error
+            smoother.reset()
+            return []
+        return estimates
 
     def _keep(self, queue, estimate):
         if estimate is not None and estimate.t > self._last_out_t:
@@ -295,36 +543,39 @@ class Stabilizer:
         self._switch_t = None
 
     def _clear(self):
+        """Reset the smoother and forget the stream; count what could not be released."""
+        self.dropped['unreleased'] += len(self._pending)
         self.smoother.reset()
         self._history.clear()
         self._pending.clear()
         self._estimates.clear()
-        self._last_t = None
+        self._out_of_reach = 0
 
-    def _reset_smoother(self, clear_stamps=False):
+    def _reset_smoother(self, restart=False):
+        """Flush and reset the smoother; restart: the next stamps may go back in time."""
         self._end_blend()
-        self._keep_all(self._estimates, self.smoother.flush())
+        self._keep_all(self._estimates, self._flush(self.smoother))
         outputs = self._release()
         self._clear()
         self.pipeline_resets += 1
-        if clear_stamps:
-            self.validator.reset()
+        if restart:
+            self._last_out_t = -np.inf
         return outputs
 
     def _weight(self, t):
-        """Share of the new smoother in the output at measurement time t."""
+        """Return the share of the new smoother in the output at measurement time t."""
         if self._old is None:
             return 1.0
         return float(np.clip((t - self._switch_t) / self.blend_s, 0.0, 1.0))
 
     def _release(self):
-        """Release the Outputs for the oldest pending measurements whose estimates are all in."""
+        """Return Outputs for the oldest pending measurements whose estimates are all in."""
         outputs = []
         while self._pending:
-            t, tag, frame_id = self._pending[0]
-            weight = self._weight(t)
-            new = _find(self._estimates, t) if weight > 0.0 else None
-            old = _find(self._old_estimates, t) if weight < 1.0 else None
+            held = self._pending[0]
+            weight = self._weight(held.t)
+            new = _find(self._estimates, held.t) if weight > 0.0 else None
+            old = _find(self._old_estimates, held.t) if weight < 1.0 else None
             if new is _LATER or old is _LATER:
                 break
             self._pending.popleft()
@@ -333,7 +584,9 @@ class Stabilizer:
             if old is not None:
                 self._old_estimates.popleft()
             if new is None and old is None:
-                continue  # a smoother broke the one-estimate-per-measurement contract
+                # A smoother broke the one-estimate-per-measurement contract.
+                self.dropped['unreleased'] += 1
+                continue
             if new is None or old is None:
                 estimate = new or old
                 p, q, cov = estimate.position, estimate.quaternion, estimate.covariance
@@ -341,9 +594,9 @@ class Stabilizer:
                 p = old.position + weight * (new.position - old.position)
                 q = quat.slerp(old.quaternion, new.quaternion, weight)
                 cov = new.covariance
-            self._last_out_t = t
+            self._last_out_t = held.t
             self.published += 1
-            outputs.append(Output(t, tag, frame_id, p, q, cov))
+            outputs.append(Output(held.t, held.tag, held.frame_id, p, q, cov))
             if weight >= 1.0 and self._old is not None:
                 self._end_blend()
         return outputs
@@ -366,6 +619,19 @@ def _find(queue, t):
     return queue[0] if queue[0].t <= t + STAMP_MATCH_S else None
 
 
+def _guarded(call, *args):
+    """
+    Return (call's result, None), or (None, the error as text) if it raised.
+
+    A smoother that raises must not stop the stream: whatever the exception, the pipeline
+    resets it and goes on (the documented recovery), so every type is caught here.
+    """
+    try:
+        return call(*args), None
+    except Exception as exc:  # noqa: B902 - the recovery applies to any failure
+        return None, f'{type(exc).__name__}: {exc}'
+
+
 def _percentile(values, q):
     return float(np.percentile(values, q)) if len(values) else float('nan')
 
@@ -376,8 +642,8 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
 
     switches: (row index, smoother) pairs; the smoother replaces the current one before
     that row, as a run-time parameter change does in the node.
-    timed: record each update's cost in microseconds (offline methods: one smooth() of
-    the take divided by its pose count).
+    timed: record each update's cost in microseconds (offline methods: the whole take
+    divided by its pose count).
     progress: optional wrapper for the row iterator (e.g. a tqdm progress bar).
     Invalid rows hold the estimate of the nearest earlier valid row (later, if none).
     Raises ValueError when no input row is valid.
@@ -389,18 +655,24 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
     if timed:
         stabilizer.costs_us = deque()  # every cost, not the live window
     start = time.perf_counter()
+    result = None
     if not switches and (smoother.batched or not smoother.causal) and not (
             timed and smoother.causal):
-        out_p, out_q, valid = _batched_take(stabilizer, t, p, q, progress)
-    else:
-        out_p, out_q, valid = _streamed_take(stabilizer, t, p, q, dict(switches), progress)
+        trial = copy.deepcopy(stabilizer)
+        result = _batched_take(trial, t, p, q, progress)
+        if result is not None:
+            stabilizer.__dict__.update(trial.__dict__)
+    if result is None:
+        result = _streamed_take(stabilizer, t, p, q, dict(switches), progress)
+    out_p, out_q, valid = result
     costs = None
     if timed:
         costs = (np.array(stabilizer.costs_us) if smoother.causal else
                  np.full(int(valid.sum()), (time.perf_counter() - start) * 1e6 / valid.sum()))
     source = np.maximum.accumulate(np.where(valid, np.arange(len(t)), -1))
     source[source < 0] = np.argmax(valid)
-    return TakeResult(out_p[source], out_q[source], dict(stabilizer.validator.dropped),
+    dropped = {reason: n for reason, n in stabilizer.dropped_by_reason.items() if n}
+    return TakeResult(out_p[source], out_q[source], dropped,
                       np.flatnonzero(~valid), stabilizer.validator.renormalized,
                       stabilizer.stats.as_dict(), costs)
 
@@ -413,14 +685,13 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
     def store(outputs):
         for out in outputs:
             out_p[out.tag], out_q[out.tag] = out.position, out.quaternion
+            valid[out.tag] = True
 
     rows = range(len(t))
     for i in (progress(rows) if progress else rows):
         if i in switches:
             store(stabilizer.switch(switches[i]))
-        reason, outputs = stabilizer.process(t[i], p[i], q[i], tag=i)
-        valid[i] = reason is None
-        store(outputs)
+        store(stabilizer.process(t[i], p[i], q[i], tag=i)[1])
     store(stabilizer.finish())
     _check_valid(stabilizer, valid)
     return out_p, out_q, valid
@@ -428,35 +699,50 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
 
 def _batched_take(stabilizer, t, p, q, progress):
     """
-    Run the take on the fast path of _streamed_take, for batched and offline smoothers.
+    Run the fast path of _streamed_take for batched and offline smoothers.
 
-    Validation row by row, then one smooth() per stretch between gap resets;
-    test_stabilizer proves the two paths equal.
+    The admission is the streamed path's, row by row; then one smooth() per stretch
+    between resets. Returns None when the streamed path must run instead: an estimate
+    out of reach (the streamed path restarts mid-stretch). test_stabilizer proves the
+    two paths equal.
     """
-    validator = stabilizer.validator
     valid = np.zeros(len(t), dtype=bool)
     q_unit = np.zeros((len(t), 4))
+    starts = []
     for i in range(len(t)):
-        reason, unit = validator.check(t[i], p[i], q[i])
+        reason, unit, event = stabilizer._admit(t[i], p[i], q[i], '', None)
         if reason is None:
             valid[i], q_unit[i] = True, unit
+            if event is not None:
+                starts.append(int(valid[:i].sum()))
     stabilizer.received += len(t)
     _check_valid(stabilizer, valid)
     rows = np.flatnonzero(valid)
-    breaks = np.flatnonzero(np.diff(t[rows]) > stabilizer.dropout_timeout_s) + 1
     out_p, out_q = np.zeros((len(t), 3)), np.zeros((len(t), 4))
     smoother = stabilizer.smoother
-    for piece in np.split(rows, breaks):
+    for piece in np.split(rows, starts):
         smoother.reset()
         _, sp, sq = smoother.smooth(t[piece], p[piece], q_unit[piece], progress=progress)
         if len(sp) != len(piece):
             raise RuntimeError(f'{smoother.name} returned {len(sp)} estimates for '
                                f'{len(piece)} measurements')
+        if _longest_run(np.linalg.norm(sp - p[piece], axis=1) > stabilizer.reset_jump_m) \
+                >= REACH_FRAMES:
+            return None
         out_p[piece], out_q[piece] = sp, sq
     smoother.reset()
-    stabilizer.pipeline_resets += len(breaks)
+    stabilizer.pipeline_resets += len(starts)
     stabilizer.published += len(rows)
     return out_p, out_q, valid
+
+
+def _longest_run(flags):
+    """Return the length of the longest run of True in a boolean array."""
+    longest = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return longest
 
 
 def _check_valid(stabilizer, valid):

@@ -1,8 +1,11 @@
 """
 Measurement validation: the gate between a raw pose and a smoother.
 
-Every rejected measurement is counted by reason, so nodes and commands can report it.
-A non-unit (but finite, non-zero) quaternion is renormalised and counted, not dropped.
+Every value a tracker cannot have is rejected and counted by reason, so nodes and commands
+can report it, and nothing that passes can make a smoother raise. A non-unit (but finite,
+non-zero) quaternion is renormalised and counted, not dropped; it is scaled by its largest
+component before its norm is taken, so no norm overflows (components of 1e300 are a valid
+direction).
 """
 from collections import Counter
 
@@ -11,46 +14,90 @@ import numpy as np
 
 # Below this norm a quaternion carries no usable rotation.
 MIN_QUATERNION_NORM = 1e-6
+# Default workspace bound: no camera on a stage is 10 km from its origin on any axis.
+DEFAULT_MAX_POSITION_M = 10000.0
 
 REASONS = {
     'non_finite': 'NaN or infinite value in time, position or orientation',
     'zero_quaternion': 'zero-length quaternion',
+    'out_of_workspace': 'a position component beyond the workspace bound (max_position_m)',
     'stamp_not_increasing': 'timestamp repeats or goes backwards',
+    'stamp_in_future': 'timestamp too far ahead of the receiving clock (max_future_s)',
 }
+# The reasons that may be a clock step of the tracker rather than a bad pose.
+CLOCK_REASONS = ('stamp_not_increasing', 'stamp_in_future')
+
+
+def unit_quaternion(quaternion):
+    """
+    Return (unit quaternion (4,), norm) of a finite quaternion, without overflow.
+
+    The norm may be inf for huge components; it only tells a zero or non-unit input.
+    """
+    q = np.asarray(quaternion, dtype=float)
+    scale = float(np.max(np.abs(q)))
+    if scale == 0.0:
+        return None, 0.0
+    scaled = q / scale
+    length = float(np.sqrt(scaled @ scaled))
+    return scaled / length, scale * length
 
 
 class MeasurementValidator:
-    """Checks measurements in arrival order; `check()` returns (reason or None, unit q)."""
+    """Check measurements in arrival order and count what is rejected, by reason."""
 
-    def __init__(self):
+    def __init__(self, max_position_m=DEFAULT_MAX_POSITION_M):
+        """Reject positions with a component beyond +-max_position_m."""
+        self.max_position_m = max_position_m
         self.dropped = Counter()
         self.renormalized = 0
-        self._last_t = None
+        self.last_t = None
 
     def reset(self):
-        """Forget the last timestamp (after a smoother reset on a long gap)."""
-        self._last_t = None
+        """Forget the last timestamp: the next stamp may be anything (a clock restart)."""
+        self.last_t = None
 
-    def check(self, t, position, quaternion):
+    def reason(self, t, position, quaternion, future=False):
+        """
+        Return why a measurement is invalid, or None; nothing is counted.
+
+        future: the caller found the stamp too far ahead of its own clock.
+        """
         position = np.asarray(position, dtype=float)
         quaternion = np.asarray(quaternion, dtype=float)
-        reason = None
-        if not (np.isfinite(t) and np.all(np.isfinite(position))
+        if position.shape != (3,) or quaternion.shape != (4,) or not (
+                np.isfinite(t) and np.all(np.isfinite(position))
                 and np.all(np.isfinite(quaternion))):
-            reason = 'non_finite'
-        else:
-            norm = float(np.linalg.norm(quaternion))
-            if norm < MIN_QUATERNION_NORM:
-                reason = 'zero_quaternion'
-            elif self._last_t is not None and t <= self._last_t:
-                reason = 'stamp_not_increasing'
-        if reason is not None:
-            self.dropped[reason] += 1
-            return reason, None
+            return 'non_finite'
+        if float(np.max(np.abs(position))) > self.max_position_m:
+            return 'out_of_workspace'
+        if unit_quaternion(quaternion)[1] < MIN_QUATERNION_NORM:
+            return 'zero_quaternion'
+        if future:
+            return 'stamp_in_future'
+        if self.last_t is not None and t <= self.last_t:
+            return 'stamp_not_increasing'
+        return None
+
+    def count(self, reason):
+        """Count one measurement dropped for reason; returns the reason."""
+        self.dropped[reason] += 1
+        return reason
+
+    def accept(self, t, quaternion):
+        """Take a valid measurement's stamp; return its unit quaternion (renormalised)."""
+        unit, norm = unit_quaternion(quaternion)
         if abs(norm - 1.0) > 1e-6:
             self.renormalized += 1
-        self._last_t = t
-        return None, quaternion / norm
+        self.last_t = float(t)
+        return unit
+
+    def check(self, t, position, quaternion):
+        """Validate, count and accept in one call: (reason or None, unit q or None)."""
+        reason = self.reason(t, position, quaternion)
+        if reason is not None:
+            return self.count(reason), None
+        return None, self.accept(t, quaternion)
 
 
 def drop_figures(total_key, counts):

@@ -44,7 +44,12 @@ NODE_SPECS = {
         2000.0, 'the processing timer fires one period after a pose arrives (adds that '
         'much latency; bursts within it are processed together)', 'Hz', 1.0, 10000.0),
     'input_frame_id': ParamSpec(
-        '', 'frame id that input poses must have; empty: the frame of the first pose'),
+        '', 'frame id that input poses must have; empty: the frame of the first pose, '
+        'until the stream pauses or another frame streams alone for dropout_timeout_s'),
+    'max_future_s': ParamSpec(
+        1.0, 'a pose stamped further ahead of the node clock than this is dropped '
+        '(stamp_in_future); ten in a row are a clock step, and the offset is adopted',
+        's', 0.001, 1e6),
     'output_frame_id': ParamSpec('', "frame id of the outputs; empty: the input's frame id"),
     'publish_cov': ParamSpec(False, 'publish pose_out_cov (PoseWithCovarianceStamped)'),
     'publish_path': ParamSpec(False, 'publish path_out (nav_msgs/Path) at 10 Hz'),
@@ -70,9 +75,8 @@ class CameraStabilizerNode(Node):
         super().__init__(self.NODE_NAME, **kwargs)
         self._specs = parameter_specs()
         values = declare_parameters(self, self._specs)
-        self._stabilizer = pipeline.Stabilizer(
-            pipeline.build_smoother(values), values['dropout_timeout_s'],
-            values['switch_blend_s'], values['input_frame_id'])
+        self._stabilizer = pipeline.Stabilizer.from_values(
+            values, frame_id=values['input_frame_id'], max_future_s=values['max_future_s'])
         self._staged = None
         self._buffer = deque()
         self._last_arrival = time.monotonic()
@@ -118,10 +122,10 @@ class CameraStabilizerNode(Node):
 
     def _apply_parameters(self, values, changed):
         stabilizer = self._stabilizer
-        stabilizer.dropout_timeout_s = values['dropout_timeout_s']
-        stabilizer.blend_s = values['switch_blend_s']
+        stabilizer.apply_values(values)
+        stabilizer.max_future_s = values['max_future_s']
         if 'input_frame_id' in changed:
-            stabilizer.frame_id = values['input_frame_id']
+            stabilizer.lock_frame(values['input_frame_id'])
         if self._staged is not None:
             previous = stabilizer.smoother.name
             self._publish(stabilizer.switch(self._staged))
@@ -175,16 +179,18 @@ class CameraStabilizerNode(Node):
         """Drain the buffer, then disarm until the next pose arrives."""
         self._timer.cancel()
         outputs = []
+        now = self.get_clock().now().nanoseconds * 1e-9
         while self._buffer:
             msg = self._buffer.popleft()
             t, p, q = conversions.pose_stamped_to_arrays(msg)
             reason, released = self._stabilizer.process(t, p, q, msg.header.stamp,
-                                                        msg.header.frame_id)
+                                                        msg.header.frame_id, now)
             outputs += released
             if reason is not None:
                 stamp = msg.header.stamp
+                detail = self._stabilizer.drop_detail(reason)
                 self._drop_log(f'a pose stamped {stamp.sec}.{stamp.nanosec:09d} in frame '
-                               f'{msg.header.frame_id!r}', reason)
+                               f'{msg.header.frame_id!r}{detail}', reason)
         self._publish(outputs)
 
     def _on_housekeeping(self):

@@ -47,9 +47,7 @@ class FreedBridgeNode(Node):
         values = declare_parameters(self, self._specs)
         values.update(declare_parameters(self, {**INPUT_SPECS, **OUTPUT_SPECS},
                                          read_only=True))
-        self._stabilizer = pipeline.Stabilizer(pipeline.build_smoother(values),
-                                               values['dropout_timeout_s'],
-                                               values['switch_blend_s'])
+        self._stabilizer = pipeline.Stabilizer.from_values(values)
         self._lock = threading.Lock()
         self._staged = None
         self._last_arrival = time.monotonic()
@@ -58,6 +56,7 @@ class FreedBridgeNode(Node):
         send_log = DropLog(self.get_logger(), lambda: self._output.dropped)
         self._output.on_drop = lambda reason, detail: send_log(f'an output pose: {detail}',
                                                                reason)
+        self._pose_log = DropLog(self.get_logger(), lambda: self._stabilizer.dropped_by_reason)
         self._input = FreedInput.from_values(values, self._on_packet)
         drop_log = DropLog(self.get_logger(), lambda: self._input.dropped)
         self._input.on_drop = lambda reason, data, sender: drop_log(
@@ -87,8 +86,11 @@ class FreedBridgeNode(Node):
         with self._lock:
             self._last_arrival = arrival_ns * 1e-9
             t = self._time_base.stamp(self._last_arrival)
-            _, outputs = self._stabilizer.process(t, position, quaternion, lens)
+            reason, outputs = self._stabilizer.process(t, position, quaternion, lens)
             self._send(outputs)
+            if reason is not None:
+                detail = self._stabilizer.drop_detail(reason)
+                self._pose_log(f'a FreeD pose from {sender[0]}:{sender[1]}{detail}', reason)
 
     def _send(self, outputs):
         for out in outputs:
@@ -104,8 +106,7 @@ class FreedBridgeNode(Node):
 
     def _apply_parameters(self, values, changed):
         with self._lock:
-            self._stabilizer.dropout_timeout_s = values['dropout_timeout_s']
-            self._stabilizer.blend_s = values['switch_blend_s']
+            self._stabilizer.apply_values(values)
             if self._staged is not None:
                 self._send(self._stabilizer.switch(self._staged))
                 self._staged = None

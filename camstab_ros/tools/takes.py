@@ -7,6 +7,7 @@ from camstab_ros.core.evaluation import evaluate_methods, matched_truth, run_tak
 from camstab_ros.core.methods import list_methods, smoother_class
 from camstab_ros.core.metrics import METRIC_NAMES
 from camstab_ros.core.simulation import NOISE_PRESETS, simulate
+from camstab_ros.core.stabilizer import stabilizer_for
 from camstab_ros.io.trajectory import read_trajectory, TrajectoryError, write_trajectory
 from camstab_ros.tools.common import (format_table, methods_arg, parse_params, UsageError,
                                       write_json)
@@ -67,7 +68,9 @@ def configure_smooth(parser):
     parser.add_argument('--method', default='kalman', help='smoothing method (default '
                         'kalman): ' + ', '.join(list_methods()))
     parser.add_argument('--param', action='append', metavar='KEY=VALUE',
-                        help='a method parameter, repeatable (see `camstab methods`)')
+                        help='a method parameter, repeatable (see `camstab methods`); '
+                        'dropout_timeout_s, reset_jump_m and max_position_m apply to every '
+                        'method')
     parser.add_argument('--topic', help='with a rosbag2 INPUT: the PoseStamped topic to '
                         'smooth; OUTPUT gets every topic plus <topic>_stabilized')
     parser.add_argument('input', help='trajectory (.tum, .txt, .csv) or rosbag2 (directory, '
@@ -84,7 +87,7 @@ def _is_bag(path):
 def run_smooth(args):
     """Smooth a trajectory file or a bag's pose topic through the pipeline."""
     params = parse_params(args.param)
-    smoother_class(args.method)(**params)  # parameter errors before any file is read
+    stabilizer_for(args.method, params)  # parameter errors before any file is read
     if _is_bag(args.input):
         from camstab_ros.tools.bag_tools import BagError, smooth_bag
         if not args.topic:
