@@ -1,12 +1,15 @@
 """
 The `camstab` command: argument parsing only; each sub-command is imported when it runs.
 
-Exit codes: 0 success, 2 bad input (arguments, parameters, files), 1 other failures.
+Exit codes: 0 success, 2 bad input (arguments, parameters, files, and any file that cannot
+be read or written), 1 other failures, 130 Ctrl-C, 143 SIGTERM (temporary files removed).
 """
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 
 # name: (module under camstab_ros.tools, help, description). The module has
@@ -59,25 +62,36 @@ def build_parser(command=None):
     return parser
 
 
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C: every `finally` and cleanup of a temporary file runs.
+    raise SystemExit(143)
+
+
 def main(argv=None):
     """Run `camstab`; returns the exit code."""
     from camstab_ros.core.params import ParameterError
+    from camstab_ros.io.trajectory import TrajectoryError
     from camstab_ros.tools.common import UsageError
 
     logging.basicConfig(format='camstab: %(levelname)s: %(message)s', level=logging.INFO)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args = parser.parse_args(argv)
         if args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
         return args.run(args)
-    except (UsageError, ParameterError) as exc:
+    except (UsageError, ParameterError, TrajectoryError, OSError) as exc:
         print(f'camstab: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('camstab: interrupted', file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

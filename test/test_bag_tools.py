@@ -133,7 +133,7 @@ def test_truncated_or_corrupt_bag_gives_a_clear_error_and_writes_nothing(tmp_pat
     proc = subprocess.run([sys.executable, '-m', 'camstab_ros.cli', 'bag', 'info',
                            str(tmp_path / 'junk')], cwd=ROOT, capture_output=True, text=True,
                           timeout=30)
-    assert proc.returncode == 1 and 'cannot read bag' in proc.stderr
+    assert proc.returncode == 2 and 'cannot read bag' in proc.stderr
 
 
 def test_smooth_bag_rejects_unknown_topic_and_bad_parameters(tmp_path):

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 
 from camstab_ros.io.trajectory import read_trajectory, write_trajectory
 from helpers import moving_take
@@ -148,3 +149,60 @@ def test_bench_reports_every_method_against_passthrough(tmp_path):
     for method in ('ema', 'kalman'):
         assert figures[method]['median_us'] > 0
         assert figures[method]['p99_us'] >= figures[method]['median_us']
+
+
+def test_a_missing_model_falls_back_with_a_warning_or_fails_with_strict(take):
+    args = ('smooth', '--method', 'hybrid', '--param', f'model_path={take / "none"}')
+    result = camstab(*args, take / 'noisy.tum', take / 'out.tum')
+    assert result.returncode == 0 and 'fallback to kalman' in result.stderr
+    result = camstab(*args, '--strict', take / 'noisy.tum', take / 'strict.tum')
+    assert result.returncode == 2 and '--strict' in result.stderr
+    assert not (take / 'strict.tum').exists()
+
+
+def test_outputs_never_clobber_the_input_or_a_link_and_get_a_normal_mode(take):
+    noisy = take / 'noisy.tum'
+    before = noisy.read_bytes()
+    result = camstab('smooth', '--method', 'ema', noisy, take / '.' / 'noisy.tum')
+    assert result.returncode == 2 and 'would overwrite the input' in result.stderr
+    assert noisy.read_bytes() == before
+    (take / 'link.tum').symlink_to(take / 'truth.tum')
+    result = camstab('smooth', '--method', 'ema', noisy, take / 'link.tum')
+    assert result.returncode == 2 and 'symbolic link' in result.stderr
+    assert (take / 'link.tum').is_symlink()
+    result = subprocess.run(
+        ['sh', '-c', f'umask 022 && {sys.executable} -m camstab_ros.cli smooth --method ema '
+         f'{noisy} {take / "out.tum"}'], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (take / 'out.tum').stat().st_mode & 0o777 == 0o644
+    assert not list(take.glob('.*.part'))
+
+
+def test_unwritable_outputs_exit_2_with_one_line(take):
+    for args in (('evaluate', '--truth', take / 'truth.tum', '--methods', 'ema', '--json',
+                  '/dev/null/x.json', take / 'noisy.tum'),
+                 ('simulate', '--out', '/dev/null/take'),
+                 ('smooth', take / 'noisy.tum', '/dev/null/out.tum')):
+        result = camstab(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip().startswith('camstab: error:'), result.stderr
+        assert 'Traceback' not in result.stderr
+
+
+def test_a_csv_field_too_large_names_the_line(tmp_path):
+    path = tmp_path / 'big.csv'
+    path.write_text('t,x,y,z,qx,qy,qz,qw\n0,0,0,0,0,0,0,1\n"' + 'x' * 200000 + '",0\n')
+    result = camstab('smooth', path, tmp_path / 'out.csv')
+    assert result.returncode == 2 and 'big.csv:3: malformed CSV' in result.stderr
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path):
+    t, _, _, p, q = moving_take(400000, rate_hz=240.0, seed=1)
+    write_trajectory(tmp_path / 'long.tum', t, p, q)
+    proc = subprocess.Popen([sys.executable, '-m', 'camstab_ros.cli', 'smooth', '--method',
+                             'kalman', tmp_path / 'long.tum', tmp_path / 'out.tum'],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)
+    proc.terminate()
+    assert proc.wait(60) == 143
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['long.tum']

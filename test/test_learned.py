@@ -7,6 +7,7 @@ non-finite outputs, invariance, smooth() vs update().
 import json
 import logging
 import shutil
+import zipfile
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
@@ -155,7 +156,7 @@ def _checksum_mismatch(directory):
 
 def _missing_weights(directory):
     (directory / _card(directory)['weights']['file']).unlink()
-    return 'weights.npz', 'cannot read weights'
+    return 'weights.npz', 'not found'
 
 
 def _resave(directory, arrays):
@@ -207,9 +208,61 @@ def _feature_mismatch(directory):
     return lstm_model.CARD_FILE, 'feature definition differs'
 
 
+def _deeply_nested_card(directory):
+    (directory / lstm_model.CARD_FILE).write_text('[' * 200000)
+    return lstm_model.CARD_FILE, 'unreadable model card'
+
+
+def _weights_file(name):
+    def corrupt(directory):
+        card = _card(directory)
+        card['weights']['file'] = name
+        _write_card(directory, card)
+        return lstm_model.CARD_FILE, 'must be a relative path inside the model directory'
+    corrupt.__name__ = f'_weights_file_{name.strip("/.").replace("/", "_")}'
+    return corrupt
+
+
+def _weights_linked_outside(directory):
+    weights = directory / _card(directory)['weights']['file']
+    weights.unlink()
+    weights.symlink_to('/dev/zero')
+    return lstm_model.CARD_FILE, 'leads outside the model directory'
+
+
+def _huge_array(directory):
+    # 100 MB of zeros compress to ~100 kB: the file is small, the array is not.
+    card = _card(directory)
+    weights = directory / card['weights']['file']
+    with np.load(weights) as npz:
+        arrays = dict(npz)
+    with zipfile.ZipFile(weights, 'w', zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            with archive.open(f'{name}.npy', 'w', force_zip64=True) as member:
+                if name != 'dense/bias':
+                    np.lib.format.write_array(member, array)
+                    continue
+                np.lib.format.write_array_header_1_0(member, {
+                    'descr': '<f8', 'fortran_order': False, 'shape': (12_500_000,)})
+                for _ in range(100):
+                    member.write(bytes(1 << 20))
+    card['weights']['sha256'] = lstm_model.sha256_of(weights)
+    _write_card(directory, card)
+    return weights.name, "array 'dense/bias' is"
+
+
+def _nan_clip(directory):
+    card = _card(directory)
+    card['features']['clip'] = 'nan'
+    _write_card(directory, card)
+    return lstm_model.CARD_FILE, 'features.clip must be a positive number'
+
+
 CORRUPTIONS = [_corrupt_json, _wrong_version, _wrong_method, _checksum_mismatch,
                _missing_weights, _wrong_shapes, _non_finite_weights,
-               _garbage_weights_with_matching_checksum, _pickled_weights, _feature_mismatch]
+               _garbage_weights_with_matching_checksum, _pickled_weights, _feature_mismatch,
+               _deeply_nested_card, _weights_file('/dev/zero'), _weights_file('../weights.npz'),
+               _weights_linked_outside, _huge_array, _nan_clip]
 
 
 @pytest.mark.parametrize('method', METHODS)

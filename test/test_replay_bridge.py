@@ -224,7 +224,7 @@ def test_replay_of_a_bad_file_sends_nothing_and_says_why(tmp_path, content, fmt,
         assert receive(sock, 1, timeout=0.3) == []
     finally:
         sock.close()
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert message in proc.stderr
 
 
@@ -269,3 +269,29 @@ def test_replay_loop_repeats_the_take_in_order():
         sock.close()
     assert (sent, errors) == (12, 0)
     assert [freed.decode(d).spare for d in got] == [0, 1, 2, 3, 4] * 2 + [0, 1]
+
+
+def test_receiver_reports_the_datagrams_the_kernel_dropped():
+    receiver = UdpReceiver('127.0.0.1', 0, queue_size=100000)
+    receiver.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 3000
+    try:
+        for k in range(sent):  # nobody reads: the small buffer overflows in the kernel
+            sender.sendto(k.to_bytes(4, 'big') * 8, receiver.address)
+        time.sleep(0.2)
+        taken = []
+        while True:
+            batch = receiver.receive_batch()
+            if not batch:
+                break
+            taken += batch
+        # The kernel reports its count with the next datagram queued after the drops.
+        sender.sendto(b'after the flood', receiver.address)
+        taken += receiver.receive_batch()
+    finally:
+        sender.close()
+        receiver.close()
+    assert taken[-1][0] == b'after the flood'
+    assert receiver.dropped_kernel > 0
+    assert len(taken) + receiver.dropped_kernel == sent + 1

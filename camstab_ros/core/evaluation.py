@@ -7,6 +7,7 @@ caller to report.
 """
 import logging
 
+from camstab_ros.core.lstm_model import ModelError
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.metrics import evaluate
 from camstab_ros.core.simulation import simulate
@@ -22,13 +23,19 @@ BENCH_SCENARIO = {'scenario': 'handheld', 'seconds': 60.0, 'rate_hz': 120.0, 'se
 STAMPS_PER_S = 1e6
 
 
-def run_take(method, t, p, q, params=None, timed=False, progress=None):
+def run_take(method, t, p, q, params=None, timed=False, progress=None, strict=False):
     """
     Run a take through a new Stabilizer of `method`: its TakeResult, invalid rows logged.
 
     params: unprefixed parameters of the method and the pipeline (`stabilizer_for`).
+    strict: raise ModelError when a learned method could not load its model (it falls
+    back to `kalman` otherwise, with a warning).
     """
     stabilizer = stabilizer_for(method, params)
+    if stabilizer.smoother.fallback:
+        log.warning('%s: %s', method, stabilizer.smoother.model_status)
+        if strict:
+            raise ModelError(f'{method}: {stabilizer.smoother.model_status} (--strict)')
     result = stabilize_take(stabilizer, t, p, q, timed=timed, progress=progress)
     for reason, count in sorted(result.dropped.items()):
         rows = ', '.join(str(i + 1) for i in result.dropped_rows[:5])
@@ -50,16 +57,17 @@ def matched_truth(truth_t, truth_p, truth_q, t):
     return np.asarray(truth_p)[rows], np.asarray(truth_q)[rows]
 
 
-def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None):
+def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None,
+                     strict=False):
     """
     Return {method: metrics} of each method on a noisy take, with its median per-pose cost.
 
-    params: optional {method: {parameter: value}}.
+    params: optional {method: {parameter: value}}; strict: as for run_take.
     """
     results = {}
     for method in methods:
         result = run_take(method, t, noisy_p, noisy_q, (params or {}).get(method),
-                          timed=True)
+                          timed=True, strict=strict)
         metrics = evaluate(t, result.p, result.q, truth_p, truth_q)
         metrics['us_per_pose'] = float(np.median(result.us_per_update))
         results[method] = metrics

@@ -13,6 +13,8 @@ WARMUP_FRAMES early from a zero state.
 import hashlib
 import json
 from pathlib import Path
+import stat
+import zipfile
 
 from camstab_ros.core.kalman import KALMAN_PARAMS
 from camstab_ros.core.learned_features import HYBRID_FEATURES, LSTM_FEATURES, SI_PER_UNIT, TARGETS
@@ -26,6 +28,11 @@ CARD_VERSION = 1
 CARD_FILE = 'model_card.json'
 CHUNK_FRAMES = 8192
 WARMUP_FRAMES = 1024
+# Largest model card and weights file read (a real card is ~10 kB, weights ~100 kB).
+MAX_CARD_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 64 << 20
+# Room for the header of one .npy array beyond its data.
+NPY_HEADER_BYTES = 4096
 # Time steps per input projection in the batched LSTM (bounds temporary memory).
 PROJECTION_STEPS = 512
 
@@ -197,20 +204,65 @@ def load_model(directory, method):
     """
     Load and validate models/<method>-style `directory` (model_card.json + weights).
 
-    Raises ModelError naming the offending file when anything is missing, corrupt or
-    incompatible (card format or version, method, checksum, array names or shapes,
-    non-finite weights, Kalman configuration).
+    Raises ModelError naming the offending file when anything is missing, corrupt,
+    oversized or incompatible (card format or version, method, checksum, array names or
+    shapes, non-finite weights or normalisation, Kalman configuration), and for any other
+    failure to read the files: no error of a model file escapes as another type.
     """
     directory = Path(directory)
-    card_path = directory / CARD_FILE
+    try:
+        return _load_model(directory, method)
+    except ModelError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, EOFError,
+            zipfile.BadZipFile, MemoryError) as exc:
+        raise ModelError(f'{directory}: cannot load the model ({type(exc).__name__}: '
+                         f'{exc})') from None
+
+
+def _regular_file(path, limit):
+    """Check that path is a regular file of at most limit bytes (ModelError if not)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise _card_error(path, 'not found') from None
+    except OSError as exc:
+        raise _card_error(path, f'cannot read ({exc.strerror})') from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _card_error(path, 'not a regular file')
+    if info.st_size > limit:
+        raise _card_error(path, f'{info.st_size} bytes, more than the {limit} a model file '
+                          'may have')
+
+
+def _read_card(card_path):
+    _regular_file(card_path, MAX_CARD_BYTES)
     try:
         card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise _card_error(card_path, 'model card not found') from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _card_error(card_path, f'unreadable model card ({exc})') from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _card_error(card_path, f'unreadable model card ({type(exc).__name__})') from None
     if not isinstance(card, dict) or card.get('format') != CARD_FORMAT:
         raise _card_error(card_path, f'not a {CARD_FORMAT} file')
+    return card
+
+
+def _weights_path(directory, card_path, name):
+    """Return the weights file a card names: a plain file inside the model directory."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or '..' in Path(
+            name).parts:
+        raise _card_error(card_path, f'weights file {name!r} must be a relative path inside '
+                          'the model directory')
+    path = directory / name
+    if directory.resolve() not in path.resolve().parents:
+        raise _card_error(card_path, f'weights file {name!r} leads outside the model '
+                          'directory')
+    _regular_file(path, MAX_WEIGHTS_BYTES)
+    return path
+
+
+def _load_model(directory, method):
+    card_path = directory / CARD_FILE
+    card = _read_card(card_path)
     if card.get('card_version') != CARD_VERSION:
         raise _card_error(card_path, f'card version {card.get("card_version")!r} is not '
                           f'supported (this runtime reads version {CARD_VERSION})')
@@ -235,41 +287,55 @@ def load_model(directory, method):
         if scale.shape != (len(TARGETS),) or not np.all(np.isfinite(scale) & (scale > 0)):
             raise _card_error(card_path, f'targets.scale must be {len(TARGETS)} positive '
                               'numbers')
-        float(card['features']['clip'])
-        weights_path = directory / card['weights']['file']
+        clip = float(card['features']['clip'])
+        if not (np.isfinite(clip) and clip > 0.0):
+            raise _card_error(card_path, 'features.clip must be a positive number')
         sha = card['weights']['sha256']
         shapes = expected_shapes(architecture)
+        file_name = card['weights']['file']
     except ModelError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise _card_error(card_path, f'incomplete or malformed model card ({exc!r})') from None
     if method == 'hybrid':
         kalman_params(card, card_path)
-    try:
-        actual = sha256_of(weights_path)
-    except OSError as exc:
-        raise _card_error(weights_path, f'cannot read weights ({exc.strerror})') from None
+    weights_path = _weights_path(directory, card_path, file_name)
+    actual = sha256_of(weights_path)
     if actual != sha:
         raise _card_error(weights_path, f'checksum mismatch: sha256 {actual} but the model '
                           f'card expects {sha}')
+    arrays = _read_arrays(weights_path, shapes)
+    network = LstmNetwork(arrays, len(architecture['lstm_units']))
+    return LearnedModel(card, network, directory)
+
+
+def _read_arrays(weights_path, shapes):
+    """Read exactly the arrays of shapes, checking names and sizes before unpacking any."""
     try:
         with np.load(weights_path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except Exception as exc:  # np.load raises many types on a corrupt archive
+            extra = sorted(set(npz.files) - set(shapes))
+            if extra:
+                raise _card_error(weights_path, f'unexpected arrays {extra}')
+            arrays = {}
+            for name, shape in shapes.items():
+                if name not in npz.files:
+                    raise _card_error(weights_path, f'array {name!r} missing')
+                size = npz.zip.getinfo(f'{name}.npy').file_size
+                if size > int(np.prod(shape)) * 8 + NPY_HEADER_BYTES:
+                    raise _card_error(weights_path, f'array {name!r} is {size} bytes, more '
+                                      f'than shape {shape} needs')
+                arrays[name] = npz[name]
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: B902 - np.load raises many types on a corrupt archive
         raise _card_error(weights_path, f'corrupt weights file ({exc})') from None
     for name, shape in shapes.items():
-        if name not in arrays:
-            raise _card_error(weights_path, f'array {name!r} missing')
         if arrays[name].shape != shape:
             raise _card_error(weights_path, f'array {name!r} has shape {arrays[name].shape}, '
                               f'the model card needs {shape}')
         if not np.all(np.isfinite(arrays[name])):
             raise _card_error(weights_path, f'array {name!r} holds non-finite values')
-    extra = sorted(set(arrays) - set(shapes))
-    if extra:
-        raise _card_error(weights_path, f'unexpected arrays {extra}')
-    network = LstmNetwork(arrays, len(architecture['lstm_units']))
-    return LearnedModel(card, network, directory)
+    return arrays
 
 
 def kalman_params(card, card_path='model card'):

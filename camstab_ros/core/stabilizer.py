@@ -202,6 +202,8 @@ class TakeResult:
     renormalized: int             # non-unit quaternions renormalised
     stats: dict                   # outliers, resets (smoother's and the pipeline's), coasted
     us_per_update: np.ndarray = field(default=None)  # per-call cost when timed
+    model_status: str = ''        # the smoother's (a learned method's model, or fallback)
+    fallback: bool = False        # a learned method ran `kalman`: its model did not load
 
 
 @dataclass
@@ -674,7 +676,8 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
     dropped = {reason: n for reason, n in stabilizer.dropped_by_reason.items() if n}
     return TakeResult(out_p[source], out_q[source], dropped,
                       np.flatnonzero(~valid), stabilizer.validator.renormalized,
-                      stabilizer.stats.as_dict(), costs)
+                      stabilizer.stats.as_dict(), costs, stabilizer.smoother.model_status,
+                      stabilizer.smoother.fallback)
 
 
 def _streamed_take(stabilizer, t, p, q, switches, progress):

@@ -17,7 +17,7 @@ from camstab_ros.io.udp import parse_allow_list, parse_host_port, UdpReceiver, U
 
 DEFAULT_PORT = 40000  # Unreal LiveLink FreeD's default
 INPUT_DROP_REASONS = ('wrong_length', 'wrong_type', 'bad_checksum', 'not_allowed_sender',
-                      'queue_overflow')
+                      'queue_overflow', 'kernel_overflow')
 OUTPUT_DROP_REASONS = ('not_encodable', 'send_failed', 'lens_out_of_range')
 TIME_BASES = ('receipt', 'frame_rate')
 # time_base frame_rate: re-anchor the frame clock when it is this far from arrival time.
@@ -126,6 +126,7 @@ class FreedInput:
         counts = dict(self.malformed)
         counts['not_allowed_sender'] = self.udp.dropped_sender
         counts['queue_overflow'] = self.udp.dropped_overflow
+        counts['kernel_overflow'] = self.udp.dropped_kernel or 0
         return {reason: counts.get(reason, 0) for reason in INPUT_DROP_REASONS}
 
     def start(self):

@@ -6,6 +6,7 @@ TUM text is `t x y z qx qy qz qw` with `#` comments; CSV has the header
 and line); writing is atomic (a temporary file renamed into place), so a failed command
 never leaves a half-written output.
 """
+from array import array
 import csv
 from dataclasses import dataclass
 import os
@@ -43,58 +44,89 @@ def file_format(path):
         f'{path}: unknown trajectory format {suffix!r}; use .tum, .txt or .csv')
 
 
-def _parse_rows(path, rows):
-    values = []
-    for line_no, fields in rows:
-        if len(fields) != 8:
-            raise TrajectoryError(
-                f'{path}:{line_no}: expected 8 columns (t x y z qx qy qz qw), '
-                f'found {len(fields)}')
-        try:
-            values.append([float(f) for f in fields])
-        except ValueError:
-            raise TrajectoryError(f'{path}:{line_no}: not a number in {fields!r}') from None
-    if not values:
-        raise TrajectoryError(f'{path}: no poses in file')
-    data = np.array(values)
-    return Trajectory(data[:, 0], data[:, 1:4], data[:, 4:8])
+def _rows(path, fmt, handle):
+    """Yield (line number, fields) of the pose rows of an open file."""
+    if fmt == 'tum':
+        for line_no, line in enumerate(handle, 1):
+            stripped = line.strip()
+            if stripped and not stripped.startswith('#'):
+                yield line_no, stripped.split()
+        return
+    reader = csv.reader(handle)
+    header = None
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            fields = [f.strip() for f in fields]
+            if header is None:
+                header = fields
+                if tuple(header) != CSV_HEADER:
+                    raise TrajectoryError(f'{path}:{reader.line_num}: expected the header '
+                                          f'{",".join(CSV_HEADER)}')
+                continue
+            yield reader.line_num, fields
+    except csv.Error as exc:
+        raise TrajectoryError(f'{path}:{reader.line_num}: malformed CSV ({exc})') from None
+    if header is None:
+        raise TrajectoryError(f'{path}: empty file')
 
 
 def read_trajectory(path):
-    """Read a TUM or CSV trajectory; raises TrajectoryError on any malformed content."""
+    """
+    Read a TUM or CSV trajectory; raises TrajectoryError on any malformed content.
+
+    The file is read line by line into one array of doubles (about 64 bytes a pose, so a
+    one-hour 240 Hz take needs some 60 MB, not the text's lists of Python floats).
+    """
     fmt = file_format(path)
+    values = array('d')
     try:
-        text = Path(path).read_text()
+        with open(path, encoding='utf-8', newline='' if fmt == 'csv' else None) as handle:
+            for line_no, fields in _rows(path, fmt, handle):
+                if len(fields) != 8:
+                    raise TrajectoryError(
+                        f'{path}:{line_no}: expected 8 columns (t x y z qx qy qz qw), '
+                        f'found {len(fields)}')
+                try:
+                    values.extend(float(f) for f in fields)
+                except ValueError:
+                    raise TrajectoryError(
+                        f'{path}:{line_no}: not a number in {" ".join(fields)[:200]!r}'
+                    ) from None
     except OSError as exc:
         raise TrajectoryError(f'{path}: cannot read: {exc.strerror}') from None
     except UnicodeDecodeError:
         raise TrajectoryError(f'{path}: not a text file') from None
-    lines = text.splitlines()
-    if fmt == 'tum':
-        rows = [(i, line.split()) for i, line in enumerate(lines, 1)
-                if line.strip() and not line.lstrip().startswith('#')]
-    else:
-        records = [(i, [f.strip() for f in fields])
-                   for i, fields in enumerate(csv.reader(lines), 1) if fields]
-        if not records:
-            raise TrajectoryError(f'{path}: empty file')
-        header_line, header = records[0]
-        if tuple(header) != CSV_HEADER:
-            raise TrajectoryError(
-                f'{path}:{header_line}: expected the header {",".join(CSV_HEADER)}')
-        rows = records[1:]
-    return _parse_rows(path, rows)
+    if not values:
+        raise TrajectoryError(f'{path}: no poses in file')
+    data = np.frombuffer(values, dtype=float).reshape(-1, 8)
+    return Trajectory(data[:, 0], data[:, 1:4], data[:, 4:8])
 
 
 def write_trajectory(path, t, p, q, comment=None):
-    """Write a TUM or CSV trajectory atomically (temporary file, then rename)."""
+    """
+    Write a TUM or CSV trajectory atomically (temporary file, then rename).
+
+    The file gets the mode a plain open() would give (0666 less the umask). A symbolic
+    link at path is not followed or replaced, and a failed write leaves nothing behind
+    (nor does Ctrl-C or SIGTERM, which the CLI turns into an exception). TrajectoryError
+    says why a file cannot be written.
+    """
     fmt = file_format(path)
     data = np.column_stack([t, p, q])
     path = Path(path)
+    if path.is_symlink():
+        raise TrajectoryError(f'{path}: is a symbolic link; not replaced (remove it or '
+                              'choose another path)')
     if not path.parent.is_dir():
         raise TrajectoryError(f'{path}: directory {path.parent} does not exist')
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.part')
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.part')
+    except OSError as exc:
+        raise TrajectoryError(f'{path}: cannot write: {exc.strerror}') from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'w', newline='') as f:
             if fmt == 'tum':
                 if comment:
@@ -105,6 +137,16 @@ def write_trajectory(path, t, p, q, comment=None):
             sep = ' ' if fmt == 'tum' else ','
             np.savetxt(f, data, fmt='%.9f', delimiter=sep)
         os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise TrajectoryError(f'{path}: cannot write: {exc.strerror}') from None
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask():
+    """Return the process umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

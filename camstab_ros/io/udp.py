@@ -12,11 +12,16 @@ import errno
 import ipaddress
 import select
 import socket
+import struct
 from time import monotonic_ns
 
 
 # Large enough for any tracking datagram (FreeD 29 bytes, OpenTrackIO a few kB).
 MAX_DATAGRAM = 65535
+# Linux socket option: each datagram carries the count of datagrams the kernel dropped on
+# this socket so far (its receive buffer was full). Python's socket module lacks the name.
+SO_RXQ_OVFL = getattr(socket, 'SO_RXQ_OVFL', 40)
+_OVFL_SPACE = socket.CMSG_SPACE(4)
 
 
 class UdpError(OSError):
@@ -85,6 +90,14 @@ class UdpReceiver:
         self.received = 0
         self.dropped_sender = 0
         self.dropped_overflow = 0
+        # Datagrams the kernel dropped before we could read them (None: not reported here).
+        # The kernel tells the count with the next datagram it queues after the drops.
+        self.dropped_kernel = None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+            self.dropped_kernel = 0
+        except OSError:  # not Linux: the kernel's drops cannot be seen
+            pass
 
     @property
     def address(self):
@@ -107,13 +120,16 @@ class UdpReceiver:
             return []
         while True:
             try:
-                data, sender = self.sock.recvfrom(MAX_DATAGRAM)
+                data, ancillary, _, sender = self.sock.recvmsg(MAX_DATAGRAM, _OVFL_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 if exc.errno == errno.EBADF:  # closed by another thread while waiting
                     break
                 raise
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) == 4:
+                    self.dropped_kernel = struct.unpack('=I', value)[0]
             self._accept(batch, data, sender, monotonic_ns())
         return list(batch)
 

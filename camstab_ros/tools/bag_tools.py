@@ -10,16 +10,15 @@ into place at the end: a failure leaves no output bag.
 import importlib
 from pathlib import Path
 import shutil
-import sys
 import tempfile
 import time
 
 from camstab_ros.core.evaluation import run_take
 from camstab_ros.io import rosbag
-from rosbags.rosbag2 import Reader, ReaderError
+from camstab_ros.tools.common import UsageError
+from rosbags.rosbag2 import Reader
 
 
-EXIT_ERROR = 1
 STABILIZED_SUFFIX = '_stabilized'
 DISCOVERY_TIMEOUT_S = 5.0
 
@@ -29,7 +28,11 @@ class BagError(ValueError):
 
 
 def _reader_errors():
-    return (ReaderError, OSError, KeyError, ValueError, AssertionError)
+    # A corrupt or truncated file makes the rosbags library (and the sqlite3 and mcap code
+    # below it) raise almost any type: ReaderError, OSError, OverflowError, struct.error,
+    # apsw.CorruptError, SerdeError, AssertionError, KeyError... Each one is a bag that
+    # cannot be read, reported as a BagError, never as a traceback.
+    return (Exception,)
 
 
 def bag_info(path):
@@ -62,7 +65,7 @@ def bag_info(path):
     return info
 
 
-def smooth_bag(input_bag, output_bag, topic, method, params):
+def smooth_bag(input_bag, output_bag, topic, method, params, strict=False):
     """
     Copy every topic of input_bag to output_bag plus `<topic>_stabilized` (PoseStamped).
 
@@ -81,11 +84,17 @@ def smooth_bag(input_bag, output_bag, topic, method, params):
         raise BagError(f'bag {input_bag} already has a topic {out_topic}')
     try:
         t, p, q, frame_id = rosbag.read_poses(input_bag, topic)
-        result = run_take(method, t, p, q, params)
+    except _reader_errors() as exc:
+        raise BagError(f'cannot read {topic} of {input_bag}: {exc}') from None
+    try:
+        result = run_take(method, t, p, q, params, strict=strict)
     except ValueError as exc:
         raise BagError(f'cannot smooth {topic} of {input_bag}: {exc}') from None
-    output_bag.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix='.camstab_smooth_', dir=output_bag.parent))
+    try:
+        output_bag.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix='.camstab_smooth_', dir=output_bag.parent))
+    except OSError as exc:
+        raise BagError(f'cannot write {output_bag}: {exc.strerror}') from None
     try:
         with rosbag.BagWriter(tmp / 'bag', info['storage']) as writer:
             for name, entry in info['topics'].items():
@@ -260,7 +269,7 @@ def configure_bag(parser):
 
 
 def run_bag(args):
-    """Run `camstab bag ...`; returns the exit code (1 with a message on error)."""
+    """Run `camstab bag ...`; returns the exit code (UsageError, exit 2, on bad input)."""
     try:
         if args.bag_command == 'info':
             info = bag_info(args.bag)
@@ -279,6 +288,5 @@ def run_bag(args):
                         args.wait_subscribers)
             print(f'published {sent} messages from {args.bag}')
     except (BagError, FileExistsError) as exc:
-        print(f'camstab bag: error: {exc}', file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f'bag: {exc}') from None
     return 0

@@ -7,18 +7,17 @@ as captured from the wire; timing from --frame-rate). The whole file is read and
 before the first datagram leaves, so a bad file sends nothing.
 """
 from pathlib import Path
-import sys
 import time
 
 from camstab_ros.io import freed
 from camstab_ros.io.mosys_f4 import f4_to_freed, F4Error, read_f4
 from camstab_ros.io.trajectory import read_trajectory, TrajectoryError
 from camstab_ros.io.udp import parse_host_port, UdpError, UdpSender
+from camstab_ros.tools.common import UsageError
 
 
 FORMATS = ('f4', 'tum', 'freed')
 DEFAULT_FRAME_RATE = 60.0
-EXIT_ERROR = 1
 
 
 class ReplayError(ValueError):
@@ -143,7 +142,7 @@ def configure_replay(parser):
 
 
 def run_replay(args):
-    """Run `camstab replay`; returns the exit code (1 on a bad file or address)."""
+    """Run `camstab replay`; returns the exit code (UsageError, exit 2, on bad input)."""
     try:
         if not args.rate_factor > 0 or not args.frame_rate > 0:
             raise ReplayError('--rate-factor and --frame-rate must be positive')
@@ -154,8 +153,7 @@ def run_replay(args):
               + (', looping' if args.loop else ''), flush=True)
         sent, errors = replay(frames, host, port, args.rate_factor, args.loop)
     except (ReplayError, UdpError, ValueError) as exc:
-        print(f'camstab replay: error: {exc}', file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f'replay: {exc}') from None
     except KeyboardInterrupt:
         return 0
     print(f'sent {sent} datagrams, {errors} send errors, {skipped} bad stretches skipped '

@@ -4,6 +4,7 @@ from pathlib import Path
 import sys
 
 from camstab_ros.core.evaluation import evaluate_methods, matched_truth, run_take
+from camstab_ros.core.lstm_model import ModelError
 from camstab_ros.core.methods import list_methods, smoother_class
 from camstab_ros.core.metrics import METRIC_NAMES
 from camstab_ros.core.simulation import NOISE_PRESETS, simulate
@@ -73,6 +74,9 @@ def configure_smooth(parser):
                         'method')
     parser.add_argument('--topic', help='with a rosbag2 INPUT: the PoseStamped topic to '
                         'smooth; OUTPUT gets every topic plus <topic>_stabilized')
+    parser.add_argument('--strict', action='store_true',
+                        help='exit 2 when a learned method cannot load its model (without '
+                        'it: a warning, and the method runs kalman instead)')
     parser.add_argument('input', help='trajectory (.tum, .txt, .csv) or rosbag2 (directory, '
                         '.mcap, .db3)')
     parser.add_argument('output')
@@ -93,24 +97,25 @@ def run_smooth(args):
         if not args.topic:
             raise UsageError('smoothing a bag needs --topic (the PoseStamped topic)')
         try:
-            summary = smooth_bag(args.input, args.output, args.topic, args.method, params)
-        except BagError as exc:
+            summary = smooth_bag(args.input, args.output, args.topic, args.method, params,
+                                 args.strict)
+        except (BagError, ModelError) as exc:
             raise UsageError(str(exc)) from None
         print(f"{args.method}: smoothed {summary['poses']} poses of {args.topic} -> "
               f"{summary['stabilized_topic']} in {args.output} "
               f"({summary['messages_copied']} other messages copied)")
         return 0
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError(f'{args.output}: the output would overwrite the input; choose '
+                         'another path')
     traj = _read(args.input)
     try:
         result = run_take(args.method, traj.t, traj.p, traj.q, params,
-                          progress=_progress(len(traj), args.method))
-    except ValueError as exc:
+                          progress=_progress(len(traj), args.method), strict=args.strict)
+    except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
-    try:
-        write_trajectory(args.output, traj.t, result.p, result.q,
-                         comment=f'camstab smooth --method {args.method}')
-    except (TrajectoryError, OSError) as exc:
-        raise UsageError(f'cannot write {args.output}: {exc}') from None
+    write_trajectory(args.output, traj.t, result.p, result.q,
+                     comment=f'camstab smooth --method {args.method}')
     stats = ', '.join(f'{k} {v}' for k, v in result.stats.items() if v)
     print(f'{args.method}: smoothed {len(traj)} poses -> {args.output}'
           + (f' ({stats})' if stats else ''))
@@ -122,6 +127,9 @@ def configure_evaluate(parser):
     parser.add_argument('--truth', required=True, help='ground-truth trajectory')
     parser.add_argument('--methods', type=methods_arg, help='comma-separated (default: all)')
     parser.add_argument('--json', help='also write {method: {metric: value}} to this file')
+    parser.add_argument('--strict', action='store_true',
+                        help='exit 2 when a learned method cannot load its model (without '
+                        'it: a warning, and the method runs kalman instead)')
     parser.add_argument('noisy')
 
 
@@ -134,8 +142,9 @@ def run_evaluate(args):
     except ValueError as exc:
         raise UsageError(f'{args.truth}: {exc}') from None
     try:
-        results = evaluate_methods(methods, noisy.t, noisy.p, noisy.q, truth_p, truth_q)
-    except ValueError as exc:
+        results = evaluate_methods(methods, noisy.t, noisy.p, noisy.q, truth_p, truth_q,
+                                   strict=args.strict)
+    except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
     print(format_table(results, METRIC_NAMES + ('us_per_pose',)))
     if args.json:
