@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 from camstab_ros.core.metrics import evaluate
 from camstab_ros.core.simulation import simulate
@@ -27,16 +26,16 @@ from camstab_ros.share import share_dir
 from camstab_ros.tools import demo, ros_bench
 from camstab_ros.tools.demo import SIMULATOR_REMAPS, STABILIZER_REMAPS
 from camstab_ros.tools.processes import node_command, ros_arguments
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile
+import ros_helpers
+from ros_helpers import start, stop
 
 
 PARAMS_FILE = share_dir() / 'config' / 'params.yaml'
@@ -46,88 +45,15 @@ SIMULATOR_RATE_HZ = 60.0  # config/params.yaml
 COV, PATH = STABILIZER_REMAPS['pose_out_cov'], STABILIZER_REMAPS['path_out']
 BAD_IN, BAD_OUT = '/bad/pose_in', '/bad/pose_out'
 BAD_NODE = 'bad_input_stabilizer'
-TIMEOUT_S = 30.0
 
 
-def start(command, env, log_path):
-    log = open(log_path, 'w')
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    proc.log_path = log_path
-    log.close()
-    return proc
-
-
-def stop(proc):
-    """SIGINT, then SIGKILL after 10 s; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-class Observer:
-    """A test node recording poses by topic and the latest diagnostics by status name."""
+class Observer(ros_helpers.Observer):
+    """The observer of this module: the demo's topics and the bad-input node's output."""
 
     def __init__(self, domain_id):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node('camstab_test_observer', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.poses = {}
-        self.diagnostics = {}
-        self.diagnostics_received = Counter()
-        for topic in (TRUTH, NOISY, STABILIZED, BAD_OUT):
-            self.poses[topic] = []
-            self.node.create_subscription(PoseStamped, topic, self._recorder(topic),
-                                          QoSProfile(depth=1000))
-        self.covariances, self.paths = [], []
-        self.node.create_subscription(PoseWithCovarianceStamped, COV, self.covariances.append,
-                                      QoSProfile(depth=1000))
-        self.node.create_subscription(Path, PATH, self.paths.append, 10)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
-                                      100)
-
-    def _recorder(self, topic):
-        return lambda msg: self.poses[topic].append(msg)
-
-    def _on_diagnostics(self, msg):
-        for status in msg.status:
-            self.diagnostics_received[status.name] += 1
-            self.diagnostics[status.name] = (status, {kv.key: kv.value for kv in status.values})
-
-    def spin_until(self, predicate, timeout=TIMEOUT_S, what='condition'):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f'timed out after {timeout:g} s waiting for {what}')
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def spin_for(self, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def diagnostics_of(self, node_name):
-        return self.diagnostics.get(f'{node_name}: pose stabilisation', (None, {}))[1]
-
-    def fresh_diagnostics_of(self, node_name):
-        """Wait for and return the next diagnostics published by node_name from now on."""
-        name = f'{node_name}: pose stabilisation'
-        seen = self.diagnostics_received[name]
-        self.spin_until(lambda: self.diagnostics_received[name] > seen,
-                        what=f'diagnostics of {node_name}')
-        return self.diagnostics_of(node_name)
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        super().__init__(domain_id, (TRUTH, NOISY, STABILIZED, BAD_OUT))
+        self.covariances = self.record(COV, PoseWithCovarianceStamped)
+        self.paths = self.record(PATH, Path)
 
 
 @pytest.fixture(scope='module')
