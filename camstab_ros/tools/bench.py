@@ -20,6 +20,9 @@ def configure_bench(parser):
                         help='pose rate with --ros or --freed (default 240)')
     parser.add_argument('--method', default='kalman',
                         help='method of the node with --ros or --freed (default kalman)')
+    parser.add_argument('--hostile', action='store_true',
+                        help='with --ros: also send the stabiliser a pose no tracker can send '
+                        'every 2 s, which must be dropped and counted (a soak test)')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID with --ros (default: a random one in 1..100)')
 

@@ -13,8 +13,11 @@ import sys
 import time
 
 from camstab_ros.io import freed
-from camstab_ros.tools.processes import choose_domain_id, node_command, private_env
+from camstab_ros.tools.processes import choose_domain_id, node_command, private_env, rss_mb
 import numpy as np
+
+# How long the answers to the last datagrams are awaited.
+DRAIN_S = 0.5
 
 
 def _free_port():
@@ -37,7 +40,7 @@ def bridge_latency(rate_hz=240.0, seconds=10.0, method='kalman', warmup_s=1.0):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=private_env(choose_domain_id(None)))
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sent_at, latencies = {}, []
+    sent_at, latencies, rss = {}, [], []
     try:
         time.sleep(2.0)  # start-up of the bridge
         count = int((seconds + warmup_s) * rate_hz)
@@ -51,11 +54,19 @@ def bridge_latency(rate_hz=240.0, seconds=10.0, method='kalman', warmup_s=1.0):
                 seq = freed.decode(listener.recv(64)).spare
                 if seq in sent_at and k / rate_hz > warmup_s:
                     latencies.append(time.perf_counter() - sent_at.pop(seq))
+            if k % int(rate_hz) == 0 and k / rate_hz > warmup_s:
+                rss.append(rss_mb(bridge.pid))
             t = k / rate_hz
             packet = freed.FreeDPacket(1, 20.0 * np.sin(t), 5.0 * np.sin(0.7 * t), 0.0,
                                        0.5 * np.sin(0.3 * t), 2.0, 1.5, 1000, 2000, k % 65536)
             sent_at[k % 65536] = time.perf_counter()
             sender.sendto(freed.encode(packet), ('127.0.0.1', port))
+        end = time.perf_counter() + DRAIN_S  # the answers to the last datagrams
+        while sent_at and select.select([listener], [], [], max(end - time.perf_counter(),
+                                                                0.0))[0]:
+            seq = freed.decode(listener.recv(64)).spare
+            if seq in sent_at:
+                latencies.append(time.perf_counter() - sent_at.pop(seq))
     finally:
         bridge.send_signal(2)
         bridge.wait(10)
@@ -64,6 +75,8 @@ def bridge_latency(rate_hz=240.0, seconds=10.0, method='kalman', warmup_s=1.0):
     ms = np.array(latencies) * 1e3
     figures = {'method': method, 'rate_hz': rate_hz, 'measured': len(ms),
                'sent_after_warmup': int(seconds * rate_hz)}
+    if rss:
+        figures.update(rss_first_mb=rss[0], rss_last_mb=rss[-1], rss_max_mb=max(rss))
     figures.update({'p50_ms': float(np.percentile(ms, 50)), 'p99_ms': float(np.percentile(ms, 99)),
                     'max_ms': float(ms.max())} if len(ms) else
                    {'p50_ms': float('nan'), 'p99_ms': float('nan'), 'max_ms': float('nan')})
@@ -81,6 +94,9 @@ def run_freed_bench(args):
           f"{result['measured']} of {result['sent_after_warmup']} datagrams answered; "
           f"latency p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms, "
           f"max {result['max_ms']:.3f} ms")
+    if 'rss_first_mb' in result:
+        print(f"freed_bridge RSS: {result['rss_first_mb']:.1f} MB after warm-up, "
+              f"{result['rss_last_mb']:.1f} MB at the end, max {result['rss_max_mb']:.1f} MB")
     if getattr(args, 'json', None):
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

@@ -117,12 +117,28 @@ class Children:
         log.close()
         return proc.returncode
 
+    def pid(self, name):
+        """Return the process id of child `name`."""
+        return self.procs[name][0].pid
+
     def stop_all(self):
         return {name: self.stop(name) for name in list(self.procs)}
 
     def log_tail(self, name, lines=10):
         text = (self.log_dir / f'{name}.log').read_text(errors='replace').splitlines()
         return '\n'.join(text[-lines:])
+
+
+def rss_mb(pid):
+    """Return the resident memory of process pid in MB (NaN when it cannot be read)."""
+    try:
+        with open(f'/proc/{pid}/status') as status:
+            for line in status:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return float('nan')
 
 
 def private_env(domain_id):

@@ -6,7 +6,10 @@ their own processes, at the same ticks: the installed `stabilizer` and a plain r
 (subscription -> publish in the callback, same QoS), the floor that DDS and rclpy impose.
 Latency is publish on `pose_in` -> receive on `pose_out` in the driver (one clock), per
 message matched by stamp; drops are poses sent without a reply. Everything runs on a
-private ROS_DOMAIN_ID limited to this host.
+private ROS_DOMAIN_ID limited to this host. The resident memory of both nodes is sampled
+once a second. With `hostile`, every HOSTILE_PERIOD_S the stabiliser also gets one pose
+no tracker can send (a rotation of the cases of the bad-input table), which must be
+dropped and counted without disturbing the stream (a soak test of the robustness rules).
 
 `python -m camstab_ros.tools.ros_bench` runs the relay node.
 """
@@ -19,7 +22,7 @@ import time
 from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp, stamp_to_ns
 from camstab_ros.nodes.scaffolding import run_node
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
-                                         private_env, sigint_as_flag, spin_while)
+                                         private_env, rss_mb, sigint_as_flag, spin_while)
 from geometry_msgs.msg import PoseStamped
 import numpy as np
 from rclpy.node import Node
@@ -27,6 +30,7 @@ from rclpy.qos import qos_profile_sensor_data
 
 
 TARGETS = ('stabilizer', 'relay')
+HOSTILE_PERIOD_S = 2.0
 WARMUP_S = 1.0
 DISCOVERY_TIMEOUT_S = 30.0
 DRAIN_S = 1.0
@@ -40,7 +44,7 @@ def run_ros_bench(args):
     """Run the benchmark from parsed arguments, print the report; exit code."""
     try:
         result = ros_latency_benchmark(args.seconds, args.rate_hz, args.method,
-                                       args.domain_id)
+                                       args.domain_id, args.hostile)
     except (BenchError, ValueError) as exc:
         print(f'bench --ros failed: {exc}', file=sys.stderr)
         return 1
@@ -76,7 +80,8 @@ def _latency_stats(sent, received):
     return figures
 
 
-def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_id=None):
+def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_id=None,
+                          hostile=False):
     """
     Measure stabiliser and relay latency in one run.
 
@@ -92,10 +97,10 @@ def ros_latency_benchmark(seconds=60.0, rate_hz=240.0, method='kalman', domain_i
     take = simulate('handheld', seconds + WARMUP_S + 1.0, rate_hz, seed=3)
     with tempfile.TemporaryDirectory(prefix='camstab_ros_bench_') as log_dir:
         return _run_nodes(take, seconds, rate_hz, method, domain_id,
-                          Children(private_env(domain_id), Path(log_dir)))
+                          Children(private_env(domain_id), Path(log_dir)), hostile)
 
 
-def _run_nodes(take, seconds, rate_hz, method, domain_id, children):
+def _run_nodes(take, seconds, rate_hz, method, domain_id, children, hostile):
     with private_context(domain_id) as context, sigint_as_flag() as interrupted:
         try:
             children.start('stabilizer', node_command('stabilizer') + [
@@ -105,15 +110,30 @@ def _run_nodes(take, seconds, rate_hz, method, domain_id, children):
             children.start('relay', [
                 sys.executable, '-m', 'camstab_ros.tools.ros_bench', '--ros-args',
                 '-r', 'pose_in:=/bench/relay/pose_in', '-r', 'pose_out:=/bench/relay/pose_out'])
-            result = _drive(context, take, seconds, rate_hz, children, interrupted)
+            result = _drive(context, take, seconds, rate_hz, children, interrupted, hostile)
         finally:
             codes = children.stop_all()
     result.update(seconds=seconds, rate_hz=rate_hz, method=method, domain_id=domain_id,
-                  node_exit_codes=codes)
+                  node_exit_codes=codes, hostile=hostile)
     return result
 
 
-def _drive(context, take, seconds, rate_hz, children, interrupted):
+def _hostile_pose(k, stamp_ns, position, quaternion):
+    """Return the k-th hostile pose (a rotation of the cases no tracker can send)."""
+    cases = (
+        (stamp_ns, (float('nan'), 0.0, 0.0), quaternion, 'world'),
+        (stamp_ns, position, (1e300, 0.0, 0.0, 1e300), 'world'),     # valid: renormalised
+        (stamp_ns, (1e300, 0.0, 0.0), quaternion, 'world'),
+        (stamp_ns, position, (0.0, 0.0, 0.0, 0.0), 'world'),
+        (stamp_ns + 10 ** 15, position, quaternion, 'world'),        # 1e6 s in the future
+        (stamp_ns - 10 ** 11, position, quaternion, 'world'),        # 100 s back
+        (stamp_ns, position, quaternion, 'evil_frame'),
+    )
+    stamp, p, q, frame = cases[k % len(cases)]
+    return make_pose_stamped(ns_to_stamp(stamp), frame, p, q)
+
+
+def _drive(context, take, seconds, rate_hz, children, interrupted, hostile=False):
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
@@ -145,8 +165,10 @@ def _drive(context, take, seconds, rate_hz, children, interrupted):
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    frame = {'i': 0}
+    frame = {'i': 0, 'hostile': 0}
     base_ns = time.time_ns()
+    rss = {t: [] for t in TARGETS}
+    hostile_every = max(int(HOSTILE_PERIOD_S * rate_hz), 1)
 
     def tick():
         i = frame['i'] % len(take.t)
@@ -158,7 +180,16 @@ def _drive(context, take, seconds, rate_hz, children, interrupted):
             publishers[target].publish(msg)
             if measuring['on']:
                 sent[target][stamp_ns] = publish_ns
+        if hostile and measuring['on'] and frame['i'] % hostile_every == hostile_every // 2:
+            publishers['stabilizer'].publish(_hostile_pose(
+                frame['hostile'], stamp_ns + 1, take.noisy_p[i], take.noisy_q[i]))
+            frame['hostile'] += 1
         frame['i'] += 1
+
+    def sample_rss():
+        if measuring['on']:
+            for target in TARGETS:
+                rss[target].append(rss_mb(children.pid(target)))
 
     try:
         deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
@@ -179,18 +210,30 @@ def _drive(context, take, seconds, rate_hz, children, interrupted):
             spin_while(executor, lambda: time.monotonic() < end, interrupted, 0.01)
 
         timer = node.create_timer(1.0 / rate_hz, tick)
+        rss_timer = node.create_timer(1.0, sample_rss)
         run_for(WARMUP_S)  # poses sent while the pipeline warms up are not counted
         measuring['on'] = True
         run_for(seconds)
         measuring['on'] = False
         node.destroy_timer(timer)
-        run_for(DRAIN_S)  # replies still in flight
+        node.destroy_timer(rss_timer)
+        run_for(DRAIN_S + 1.0)  # replies in flight, then diagnostics of an idle node
     finally:
         executor.shutdown()
         node.destroy_node()
-    result = {t: _latency_stats(sent[t], received[t]) for t in TARGETS}
+    result = {t: {**_latency_stats(sent[t], received[t]), **_rss_figures(rss[t])}
+              for t in TARGETS}
     result['stabilizer_diagnostics'] = dict(diagnostics)
+    result['hostile_sent'] = frame['hostile']
     return result
+
+
+def _rss_figures(samples):
+    """Summarise once-a-second RSS samples (MB): first, last and largest."""
+    if not samples:
+        return {}
+    return {'rss_first_mb': samples[0], 'rss_last_mb': samples[-1],
+            'rss_max_mb': max(samples)}
 
 
 def format_report(result):
@@ -205,10 +248,26 @@ def format_report(result):
                              for k in ('p50_ms', 'p99_ms', 'max_ms'))
         lines.append(f'| {target} | {r["sent"]} | {r["received"]} | {r["dropped"]} | '
                      f'{figures} |')
+    for target in TARGETS:
+        r = result[target]
+        if 'rss_first_mb' in r:
+            lines.append(f'{target} RSS: {r["rss_first_mb"]:.1f} MB after warm-up, '
+                         f'{r["rss_last_mb"]:.1f} MB at the end, max {r["rss_max_mb"]:.1f} MB')
     diag = result.get('stabilizer_diagnostics') or {}
     if diag:
         lines.append(f'stabiliser update(): median {diag.get("processing_us_median")} us, '
                      f'p99 {diag.get("processing_us_p99")} us (its own timing)')
+        accounted = int(diag.get('published', 0)) + int(diag.get('pending', 0)) + int(
+            diag.get('dropped_invalid', 0))
+        lines.append(f'stabiliser accounting: received {diag.get("received")} = published '
+                     f'{diag.get("published")} + pending {diag.get("pending")} + dropped '
+                     f'{diag.get("dropped_invalid")}: '
+                     + ('holds' if str(accounted) == diag.get('received') else 'BROKEN'))
+        if result.get('hostile'):
+            reasons = {k[len('dropped.'):]: v for k, v in diag.items()
+                       if k.startswith('dropped.') and v != '0'}
+            lines.append(f'hostile poses sent: {result["hostile_sent"]}; dropped by reason: '
+                         + ', '.join(f'{k} {v}' for k, v in reasons.items()))
     return '\n'.join(lines)
 
 
