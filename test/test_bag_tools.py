@@ -1,5 +1,6 @@
 """`camstab bag record|play|info` over real DDS and `smooth_bag` on real bag files."""
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import threading
@@ -161,3 +162,33 @@ def test_camstab_smooth_and_bag_info_commands_on_a_bag(tmp_path):
     missing = camstab('smooth', tmp_path / 'in', tmp_path / 'out2')
     assert missing.returncode == 2 and 'needs --topic' in missing.stderr
     assert not (tmp_path / 'out2').exists()
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_mutated_bags_give_a_bag_error_or_validated_poses(tmp_path, storage):
+    # Random bytes flipped in the storage file: every outcome is a BagError naming the
+    # bag, or a smoothed bag whose poses stayed within reach of the valid input.
+    _write_take(tmp_path / 'clean', storage, n=60)
+    data_file = next(f for f in (tmp_path / 'clean').iterdir()
+                     if f.suffix in ('.mcap', '.db3'))
+    original = data_file.read_bytes()
+    rng = np.random.default_rng(5)
+    outcomes = {'error': 0, 'read': 0}
+    for k in range(40):
+        bag = tmp_path / f'mutant{k}'
+        shutil.copytree(tmp_path / 'clean', bag)
+        mutated = bytearray(original)
+        for index in rng.integers(0, len(mutated), 8):
+            mutated[index] = int(rng.integers(0, 256))
+        (bag / data_file.name).write_bytes(bytes(mutated))
+        try:
+            smooth_bag(bag, tmp_path / f'out{k}', '/cam/pose', 'kalman', {})
+        except BagError as exc:
+            assert str(bag) in str(exc)
+            assert not (tmp_path / f'out{k}').exists()
+            outcomes['error'] += 1
+            continue
+        outcomes['read'] += 1
+        _, p, _, _ = rosbag.read_poses(tmp_path / f'out{k}', '/cam/pose_stabilized')
+        assert np.all(np.isfinite(p)) and np.max(np.abs(p)) <= 1e4
+    assert outcomes['error'] > 0, outcomes
