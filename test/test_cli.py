@@ -206,3 +206,20 @@ def test_sigterm_leaves_no_partial_output(tmp_path):
     proc.terminate()
     assert proc.wait(60) == 143
     assert sorted(f.name for f in tmp_path.iterdir()) == ['long.tum']
+
+
+def test_evaluate_reports_screen_metrics_first_in_the_view_asked(take, tmp_path):
+    out = tmp_path / 'wide.json'
+    assert camstab('evaluate', '--truth', take / 'truth.tum', '--methods', 'passthrough',
+                   '--json', out, take / 'noisy.tum').returncode == 0
+    tele = tmp_path / 'tele.json'
+    result = camstab('evaluate', '--truth', take / 'truth.tum', '--methods', 'passthrough',
+                     '--fov-deg', '10', '--json', tele, take / 'noisy.tum')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split('\n')[0].split()[1] == 'screen_rmse_px'
+    wide_px = json.loads(out.read_text())['passthrough']['screen_rmse_px']
+    tele_px = json.loads(tele.read_text())['passthrough']['screen_rmse_px']
+    assert tele_px > 3.0 * wide_px
+    result = camstab('evaluate', '--truth', take / 'truth.tum', '--fov-deg', '0',
+                     take / 'noisy.tum')
+    assert result.returncode == 2 and 'fov_deg' in result.stderr

@@ -1,3 +1,4 @@
+from camstab_ros.core import metrics
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.metrics import evaluate, still_steps
 import numpy as np
@@ -80,3 +81,48 @@ def test_mismatched_lengths_are_an_error():
     t, p, q = hold_move_hold()
     with pytest.raises(ValueError, match='one row per timestamp'):
         evaluate(t, p[:-1], q[:-1], p, q)
+
+
+def _still_take(n=120, rate_hz=60.0):
+    t = np.arange(n) / rate_hz
+    return t, np.zeros((n, 3)), np.tile([0.0, 0.0, 0.0, 1.0], (n, 1))
+
+
+def test_screen_error_of_design_md_reference_cases():
+    t, p, q = _still_take()
+    view = metrics.DEFAULT_VIEW
+    assert view.focal_px == pytest.approx(1920.0 / np.tan(np.radians(20.0)))
+    # 0.5 mm sideways at 5 m: every grid point moves f * 0.5e-3 / 5 px (~0.53 px).
+    lateral = metrics.screen_metrics(t, p + [0.0, 0.0005, 0.0], q, p, q)
+    assert lateral['screen_rmse_px'] == pytest.approx(view.focal_px * 1e-4, rel=1e-6)
+    # 0.02 deg of pan: ~1.8 px at the centre, a little more at the edges of the grid.
+    pan = Rotation.from_rotvec([0.0, 0.0, np.radians(0.02)]).as_quat()
+    turned = metrics.screen_metrics(t, p, np.tile(pan, (len(t), 1)), p, q)
+    centre = view.focal_px * np.tan(np.radians(0.02))
+    assert centre == pytest.approx(1.84, abs=0.01)
+    assert centre < turned['screen_rmse_px'] < 1.1 * centre
+    # A constant error does not shake: no jitter.
+    assert turned['screen_jitter_px'] == 0.0 == turned['screen_jitter_still_px']
+
+
+def test_screen_metrics_follow_the_view_and_measure_shake():
+    t, p, q = _still_take()
+    pan = np.tile(Rotation.from_rotvec([0.0, 0.0, np.radians(0.01)]).as_quat(), (len(t), 1))
+    wide = metrics.screen_metrics(t, p, pan, p, q)['screen_rmse_px']
+    tele = metrics.screen_metrics(t, p, pan, p, q, metrics.ScreenView(fov_deg=10.0))
+    # A telephoto magnifies rotation error by its focal length (a little less than that
+    # ratio, as the wide lens also sees the grid's edges at steeper angles).
+    focal_ratio = np.tan(np.radians(20.0)) / np.tan(np.radians(5.0))
+    assert 0.9 * focal_ratio * wide < tele['screen_rmse_px'] < focal_ratio * wide
+    # Alternating +-0.5 mm sideways: every step moves the picture by 2 x 0.53 px.
+    shake = p + np.outer((-1.0) ** np.arange(len(t)), [0.0, 0.0005, 0.0])
+    moving = metrics.screen_metrics(t, shake, q, p, q)
+    step = 2 * metrics.DEFAULT_VIEW.focal_px * 1e-4
+    assert moving['screen_jitter_px'] == pytest.approx(step, rel=1e-6)
+    assert moving['screen_jitter_still_px'] == pytest.approx(step, rel=1e-6)
+    with pytest.raises(ValueError):
+        metrics.ScreenView(fov_deg=0.0)
+
+
+def test_screen_metrics_come_first():
+    assert metrics.METRIC_NAMES[:3] == metrics.SCREEN_METRIC_NAMES

@@ -9,7 +9,7 @@ import logging
 
 from camstab_ros.core.lstm_model import ModelError
 from camstab_ros.core.methods import make_smoother
-from camstab_ros.core.metrics import evaluate
+from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate
 from camstab_ros.core.simulation import simulate
 from camstab_ros.core.stabilizer import stabilize_take, stabilizer_for
 import numpy as np
@@ -58,17 +58,18 @@ def matched_truth(truth_t, truth_p, truth_q, t):
 
 
 def evaluate_methods(methods, t, noisy_p, noisy_q, truth_p, truth_q, params=None,
-                     strict=False):
+                     strict=False, view=DEFAULT_VIEW):
     """
     Return {method: metrics} of each method on a noisy take, with its median per-pose cost.
 
-    params: optional {method: {parameter: value}}; strict: as for run_take.
+    params: optional {method: {parameter: value}}; strict: as for run_take; view: the
+    ScreenView of the screen metrics.
     """
     results = {}
     for method in methods:
         result = run_take(method, t, noisy_p, noisy_q, (params or {}).get(method),
                           timed=True, strict=strict)
-        metrics = evaluate(t, result.p, result.q, truth_p, truth_q)
+        metrics = evaluate(t, result.p, result.q, truth_p, truth_q, view)
         metrics['us_per_pose'] = float(np.median(result.us_per_update))
         results[method] = metrics
     return results

@@ -3,9 +3,20 @@ Quality metrics, exactly as defined in DESIGN.md ("Measuring quality").
 
 All functions take an estimate and the ground truth sampled at the same timestamps t
 (seconds), positions in metres (N, 3) and unit quaternions (N, 4, x-y-z-w).
+
+The headline is what the audience sees (`screen_*`): the virtual background's error on
+screen, in pixels, for a `ScreenView` (by default a 4K frame, 40 deg horizontal field of
+view, a 3x3 grid of points on a wall 5 m in front of the true camera, spanning +-80% of
+the half-width and half-height). Each point is projected by the true camera and by the
+estimated one, a pinhole looking along its body +x axis (REP 103: image right is -y,
+image up is +z); the error is the 2-D pixel difference.
 """
+from dataclasses import dataclass
+import math
+
 from camstab_ros.core import quaternion as quat
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 STILL_SPEED_M_S = 0.005
@@ -15,8 +26,46 @@ LAG_STEP_S = 0.001
 # Below this much translation over the take, lag is measured on orientation instead.
 MIN_TRAVEL_FOR_POSITION_LAG_M = 0.01
 
-METRIC_NAMES = ('pos_rmse_mm', 'rot_rmse_deg', 'jitter_mm', 'jitter_deg',
-                'jitter_still_mm', 'jitter_still_deg', 'lag_ms')
+SCREEN_METRIC_NAMES = ('screen_rmse_px', 'screen_jitter_px', 'screen_jitter_still_px')
+METRIC_NAMES = SCREEN_METRIC_NAMES + (
+    'pos_rmse_mm', 'rot_rmse_deg', 'jitter_mm', 'jitter_deg', 'jitter_still_mm',
+    'jitter_still_deg', 'lag_ms')
+# Grid of the screen metrics: points at these fractions of the half-width and half-height.
+GRID_FRACTIONS = (-0.8, 0.0, 0.8)
+# A wall point at or behind the estimated camera's image plane projects this far off.
+BEHIND_CAMERA_DEPTH_M = 1e-6
+
+
+@dataclass(frozen=True)
+class ScreenView:
+    """The view the screen metrics are measured in: frame width, field of view, wall."""
+
+    width_px: float = 3840.0
+    fov_deg: float = 40.0
+    wall_m: float = 5.0
+    aspect: float = 16.0 / 9.0
+
+    def __post_init__(self):
+        """Check the view is one a camera can have (ValueError otherwise)."""
+        if not (self.width_px > 0 and 0 < self.fov_deg < 180 and self.wall_m > 0
+                and self.aspect > 0):
+            raise ValueError('the screen view needs width_px > 0, 0 < fov_deg < 180 and '
+                             'wall_m > 0')
+
+    @property
+    def focal_px(self):
+        """Return the focal length in pixels (5275 px for 4K at 40 deg)."""
+        return 0.5 * self.width_px / math.tan(math.radians(0.5 * self.fov_deg))
+
+    def grid_body(self):
+        """Return the wall's grid points (9, 3) in the true camera's body frame."""
+        half_w, half_h = 0.5 * self.width_px, 0.5 * self.width_px / self.aspect
+        scale = self.wall_m / self.focal_px
+        return np.array([[self.wall_m, -u * half_w * scale, v * half_h * scale]
+                         for v in GRID_FRACTIONS for u in GRID_FRACTIONS])
+
+
+DEFAULT_VIEW = ScreenView()
 
 
 def _rms(values):
@@ -91,6 +140,32 @@ def lag_seconds(t, est_p, est_q, truth_p, truth_q, component='auto'):
     return float(taus[i])
 
 
+def screen_errors(est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):
+    """Return the pixel errors (N, 9, 2) of the grid of `view`, estimated vs true camera."""
+    body = view.grid_body()
+    truth_r = Rotation.from_quat(truth_q).as_matrix()
+    est_r = Rotation.from_quat(est_q).as_matrix()
+    points = np.einsum('nij,kj->nki', truth_r, body) + truth_p[:, None, :]
+    seen = np.einsum('nji,nkj->nki', est_r, points - est_p[:, None, :])
+    depth = np.maximum(seen[..., 0], BEHIND_CAMERA_DEPTH_M)
+    f = view.focal_px
+    u_est, v_est = -f * seen[..., 1] / depth, f * seen[..., 2] / depth
+    u_true, v_true = -f * body[:, 1] / body[:, 0], f * body[:, 2] / body[:, 0]
+    return np.stack([u_est - u_true, v_est - v_true], axis=-1)
+
+
+def screen_metrics(t, est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):
+    """Return the screen metrics of DESIGN.md: {screen_rmse_px, ..._jitter_still_px}."""
+    errors = screen_errors(est_p, est_q, truth_p, truth_q, view)
+    step = np.sqrt(np.mean(np.sum(np.diff(errors, axis=0) ** 2, axis=2), axis=1))
+    still = still_steps(t, truth_p, truth_q)
+    return {
+        'screen_rmse_px': float(np.sqrt(np.mean(np.sum(errors ** 2, axis=2)))),
+        'screen_jitter_px': _rms(step),
+        'screen_jitter_still_px': _rms(step[still]),
+    }
+
+
 def _checked(t, est_p, est_q, truth_p, truth_q):
     t = np.asarray(t, dtype=float)
     est_p, truth_p = np.asarray(est_p, float), np.asarray(truth_p, float)
@@ -103,7 +178,7 @@ def _checked(t, est_p, est_q, truth_p, truth_q):
     return t, est_p, est_q, truth_p, truth_q
 
 
-def error_metrics(t, est_p, est_q, truth_p, truth_q):
+def error_metrics(t, est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):
     """Every metric but lag (which costs a search): {name: value}."""
     t, est_p, est_q, truth_p, truth_q = _checked(t, est_p, est_q, truth_p, truth_q)
     err_p = est_p - truth_p
@@ -112,6 +187,7 @@ def error_metrics(t, est_p, est_q, truth_p, truth_q):
     step_deg = np.degrees(quat.angle_between(err_q[:-1], err_q[1:]))
     still = still_steps(t, truth_p, truth_q)
     return {
+        **screen_metrics(t, est_p, est_q, truth_p, truth_q, view),
         'pos_rmse_mm': _rms(np.linalg.norm(err_p, axis=1) * 1e3),
         'rot_rmse_deg': _rms(np.degrees(quat.angle_between(est_q, truth_q))),
         'jitter_mm': _rms(step_mm),
@@ -121,9 +197,9 @@ def error_metrics(t, est_p, est_q, truth_p, truth_q):
     }
 
 
-def evaluate(t, est_p, est_q, truth_p, truth_q):
+def evaluate(t, est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):
     """All quality metrics of an estimate against the truth: {name: value}."""
     t, est_p, est_q, truth_p, truth_q = _checked(t, est_p, est_q, truth_p, truth_q)
-    metrics = error_metrics(t, est_p, est_q, truth_p, truth_q)
+    metrics = error_metrics(t, est_p, est_q, truth_p, truth_q, view)
     metrics['lag_ms'] = lag_seconds(t, est_p, est_q, truth_p, truth_q) * 1e3
     return metrics

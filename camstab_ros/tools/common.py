@@ -54,6 +54,28 @@ def methods_arg(text):
     return methods
 
 
+def add_view_arguments(parser):
+    """Add --fov-deg, --width-px and --wall-m: the view of the screen metrics."""
+    from camstab_ros.core.metrics import DEFAULT_VIEW
+    parser.add_argument('--fov-deg', type=float, default=DEFAULT_VIEW.fov_deg,
+                        help='horizontal field of view of the screen metrics in degrees '
+                        f'(default {DEFAULT_VIEW.fov_deg:g}: a 35 mm lens on Super 35)')
+    parser.add_argument('--width-px', type=float, default=DEFAULT_VIEW.width_px,
+                        help=f'frame width in pixels (default {DEFAULT_VIEW.width_px:g}: 4K)')
+    parser.add_argument('--wall-m', type=float, default=DEFAULT_VIEW.wall_m,
+                        help='distance of the virtual wall in metres (default '
+                        f'{DEFAULT_VIEW.wall_m:g})')
+
+
+def view_of(args):
+    """Return the ScreenView of parsed --fov-deg/--width-px/--wall-m (UsageError)."""
+    from camstab_ros.core.metrics import ScreenView
+    try:
+        return ScreenView(args.width_px, args.fov_deg, args.wall_m)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def parse_params(pairs):
     """--param KEY=VALUE options -> {key: value}."""
     params = {}

@@ -16,9 +16,10 @@ import shutil
 import sys
 import time
 
-from camstab_ros.core.metrics import evaluate
+from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate
 from camstab_ros.io.rosbag import BagWriter, POSE_STAMPED
 from camstab_ros.share import share_dir
+from camstab_ros.tools.common import add_view_arguments, view_of
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
                                          private_env, ros_arguments, sigint_as_flag, spin_while)
 import numpy as np
@@ -58,6 +59,7 @@ def configure_demo(parser):
                         help='ROS_DOMAIN_ID for the demo (default: a random one in 1..100)')
     parser.add_argument('--params-file', type=Path, default=None,
                         help='node parameters (default: the installed config/params.yaml)')
+    add_view_arguments(parser)
     return parser
 
 
@@ -123,7 +125,7 @@ def match(a_stamps, b_stamps):
     return ia, ib
 
 
-def compare(recording, since=None):
+def compare(recording, since=None, view=DEFAULT_VIEW):
     """
     Metrics of noisy and stabilised against truth, latency and drops.
 
@@ -143,7 +145,8 @@ def compare(recording, since=None):
         if len(ie) >= 3:
             order = np.argsort(stamps[ie])
             it, ie = it[order], ie[order]
-            metrics = evaluate(stamps[ie] * 1e-9, p[ie], q[ie], truth_p[it], truth_q[it])
+            metrics = evaluate(stamps[ie] * 1e-9, p[ie], q[ie], truth_p[it], truth_q[it],
+                               view)
         result[name] = {'poses': int(len(stamps)), 'matched': int(len(ie)), **metrics}
     # Latency: pose_noisy receive -> pose_stabilized receive, same stamp.
     inn, ist = match(noisy_s, stab_s)
@@ -162,7 +165,9 @@ def compare(recording, since=None):
     return result
 
 
-TABLE_COLUMNS = (('pos_rmse_mm', '{:.3f}'), ('jitter_mm', '{:.3f}'), ('jitter_deg', '{:.4f}'),
+TABLE_COLUMNS = (('screen_rmse_px', '{:.2f}'), ('screen_jitter_px', '{:.2f}'),
+                 ('screen_jitter_still_px', '{:.2f}'),
+                 ('pos_rmse_mm', '{:.3f}'), ('jitter_mm', '{:.3f}'), ('jitter_deg', '{:.4f}'),
                  ('lag_ms', '{:.1f}'), ('latency_p50_ms', '{:.2f}'),
                  ('latency_p99_ms', '{:.2f}'), ('dropped', '{:d}'))
 
@@ -190,8 +195,10 @@ def live_line(elapsed, recording, since, window_s):
     except ValueError:
         return text
     noisy, stab = result['noisy'], result['stabilized']
-    if 'jitter_mm' in noisy and 'jitter_mm' in stab:
-        text += f'  jitter {noisy["jitter_mm"]:.3f} -> {stab["jitter_mm"]:.3f} mm'
+    if 'screen_jitter_px' in noisy and 'screen_jitter_px' in stab:
+        text += (f'  on screen: error {noisy["screen_rmse_px"]:.2f} -> '
+                 f'{stab["screen_rmse_px"]:.2f} px, shake {noisy["screen_jitter_px"]:.2f} -> '
+                 f'{stab["screen_jitter_px"]:.2f} px')
     if 'latency_p50_ms' in stab:
         text += f'  latency p50 {stab["latency_p50_ms"]:.2f} ms'
     diagnostics = recording.diagnostics
@@ -373,7 +380,7 @@ def run_demo(args):
             f'{name} exit {code} (log: {out / (name + ".log")})'
             for name, code in bad_exits.items()), file=sys.stderr)
         status = 1
-    result = compare(recording)
+    result = compare(recording, view=view_of(args))
     result['diagnostics'] = recording.diagnostics
     result['node_exit_codes'] = codes
     result.update(method=args.method, scenario=args.scenario, seconds=args.seconds,

@@ -16,6 +16,7 @@ from camstab_ros.io import freed
 from camstab_ros.tools.processes import choose_domain_id, node_command, private_env, rss_mb
 import numpy as np
 
+
 # How long the answers to the last datagrams are awaited.
 DRAIN_S = 0.5
 

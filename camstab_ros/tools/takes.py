@@ -10,8 +10,8 @@ from camstab_ros.core.metrics import METRIC_NAMES
 from camstab_ros.core.simulation import NOISE_PRESETS, simulate
 from camstab_ros.core.stabilizer import stabilizer_for
 from camstab_ros.io.trajectory import read_trajectory, TrajectoryError, write_trajectory
-from camstab_ros.tools.common import (format_table, methods_arg, parse_params, UsageError,
-                                      write_json)
+from camstab_ros.tools.common import (add_view_arguments, format_table, methods_arg, parse_params,
+                                      UsageError, view_of, write_json)
 
 
 # Takes longer than this many poses show a progress bar.
@@ -127,6 +127,7 @@ def configure_evaluate(parser):
     parser.add_argument('--truth', required=True, help='ground-truth trajectory')
     parser.add_argument('--methods', type=methods_arg, help='comma-separated (default: all)')
     parser.add_argument('--json', help='also write {method: {metric: value}} to this file')
+    add_view_arguments(parser)
     parser.add_argument('--strict', action='store_true',
                         help='exit 2 when a learned method cannot load its model (without '
                         'it: a warning, and the method runs kalman instead)')
@@ -143,7 +144,7 @@ def run_evaluate(args):
         raise UsageError(f'{args.truth}: {exc}') from None
     try:
         results = evaluate_methods(methods, noisy.t, noisy.p, noisy.q, truth_p, truth_q,
-                                   strict=args.strict)
+                                   strict=args.strict, view=view_of(args))
     except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
     print(format_table(results, METRIC_NAMES + ('us_per_pose',)))
