@@ -319,8 +319,9 @@ def test_presets_are_ordered_by_noise_level(name):
     take = simulate('pan', seconds=30.0, rate_hz=60.0, seed=1, noise=NOISE_PRESETS[name])
     err_mm = np.linalg.norm(take.noisy_p - take.truth_p, axis=1) * 1e3
     median = float(np.median(err_mm))
-    limits = {'none': (0.0, 1e-9), 'quiet_optical': (0.1, 0.6), 'default': (0.4, 1.2),
-              'inside_out': (1.0, 6.0), 'stress': (0.8, 3.0)}
+    limits = {'none': (0.0, 1e-9), 'optical_fine': (0.04, 0.12), 'quiet_optical': (0.1, 0.6),
+              'default': (0.4, 1.2), 'optical': (0.4, 1.2), 'inside_out': (1.0, 6.0),
+              'stress': (0.8, 3.0)}
     assert limits[name][0] <= median <= limits[name][1]
 
 
@@ -393,3 +394,15 @@ def test_add_tracker_noise_rejects_bad_trajectories(t, p, q, message):
         return
     with pytest.raises(ValueError, match=message):
         add_tracker_noise(t, p, q, TrackerNoise(), 0)
+
+
+def test_coloured_noise_is_ar1_with_its_stationary_std_and_correlation_time():
+    noise = TrackerNoise(pos_sigma_m=0.0, rot_sigma_deg=0.0, coloured_pos_m=0.002,
+                         coloured_rot_deg=0.05, coloured_time_s=0.25)
+    take = simulate('locked_off', seconds=240.0, rate_hz=100.0, seed=4, noise=noise)
+    err = take.noisy_p - take.truth_p
+    assert np.std(err, axis=0) == pytest.approx([0.002] * 3, rel=0.15)
+    lag1 = np.mean([np.corrcoef(err[:-1, i], err[1:, i])[0, 1] for i in range(3)])
+    assert lag1 == pytest.approx(np.exp(-0.01 / 0.25), abs=0.01)
+    rot = np.degrees(quat.angle_between(take.noisy_q, take.truth_q))
+    assert np.sqrt(np.mean(rot ** 2)) == pytest.approx(0.05 * np.sqrt(3), rel=0.15)

@@ -58,6 +58,9 @@ class TrackerNoise:
     rot_sigma_deg: float = 0.02      # white noise per axis (small rotation vector)
     drift_pos_m: float = 0.0         # random-walk drift, std after 1 s
     drift_rot_deg: float = 0.0
+    coloured_pos_m: float = 0.0      # coloured (AR(1)) noise per axis: its stationary std
+    coloured_rot_deg: float = 0.0
+    coloured_time_s: float = 0.3     # correlation time of the coloured noise (wanders)
     spike_rate_hz: float = 0.0       # isolated one-frame outliers per second
     spike_m: float = 0.05            # outlier magnitude (random direction)
     spike_deg: float = 1.0
@@ -88,8 +91,16 @@ NOISE_PRESETS = {
     'none': TrackerNoise(pos_sigma_m=0.0, rot_sigma_deg=0.0),
     'quiet_optical': TrackerNoise(pos_sigma_m=0.0002, rot_sigma_deg=0.005),
     'default': TrackerNoise(),
-    'inside_out': TrackerNoise(pos_sigma_m=0.0015, rot_sigma_deg=0.05, drift_pos_m=0.0003,
-                               drift_rot_deg=0.003),
+    # The trackers of DESIGN.md's matrix: a high-end optical tracker; a typical optical
+    # tracker, part of its error coloured (wandering over tens of frames); inside-out
+    # tracking, mostly coloured, with rare 3 cm / 1 deg spikes. Totals: 0.05 mm / 0.002
+    # deg, 0.5 mm / 0.02 deg, 2 mm / 0.08 deg per axis.
+    'optical_fine': TrackerNoise(pos_sigma_m=0.00005, rot_sigma_deg=0.002),
+    'optical': TrackerNoise(pos_sigma_m=0.0004, rot_sigma_deg=0.016, coloured_pos_m=0.0003,
+                            coloured_rot_deg=0.012),
+    'inside_out': TrackerNoise(pos_sigma_m=0.0008, rot_sigma_deg=0.032, coloured_pos_m=0.0018,
+                               coloured_rot_deg=0.073, coloured_time_s=0.5,
+                               spike_rate_hz=0.05, spike_m=0.03, spike_deg=1.0),
     'stress': TrackerNoise(pos_sigma_m=0.001, rot_sigma_deg=0.04, spike_rate_hz=0.5,
                            dropout_rate=0.02, stamp_jitter_s=0.001, freed_quantize=True),
 }
@@ -532,6 +543,22 @@ def _freed_quantize(p, q):
     return p, Rotation.from_euler('ZYX', np.radians(angles)).as_quat()
 
 
+def _ar1(rng, interval, time_s, shape):
+    """
+    Return unit-variance AR(1) noise of the given shape, correlated over time_s.
+
+    Sample k follows x_k = a x_(k-1) + sqrt(1 - a^2) w_k with a = exp(-dt_k / time_s):
+    stationary from the first sample, whatever the frame intervals.
+    """
+    white = rng.standard_normal(shape)
+    a = np.exp(-interval / max(time_s, 1e-9))
+    out = np.empty(shape)
+    out[0] = white[0]
+    for k in range(1, shape[0]):
+        out[k] = a[k] * out[k - 1] + np.sqrt(1.0 - a[k] ** 2) * white[k]
+    return out
+
+
 def add_tracker_noise(t, p, q, noise, seed):
     """
     Return what a tracker with error model `noise` reports of the true poses (t, p, q).
@@ -544,9 +571,9 @@ def add_tracker_noise(t, p, q, noise, seed):
     t, p, q = _check_trajectory(t, p, q)
     if not isinstance(noise, TrackerNoise):
         raise ValueError(f'noise must be a TrackerNoise, got {type(noise).__name__}')
-    rng_white, rng_drift, rng_spike, rng_jump, rng_stamp, rng_drop = (
+    rng_white, rng_drift, rng_spike, rng_jump, rng_stamp, rng_drop, rng_coloured = (
         np.random.default_rng(s) for s in
-        np.random.SeedSequence(_check_seed(seed)).spawn(2)[1].spawn(6))
+        np.random.SeedSequence(_check_seed(seed)).spawn(2)[1].spawn(7))
     n = len(t)
     dt = np.diff(t)
     interval = np.r_[dt[0], dt]
@@ -559,6 +586,10 @@ def add_tracker_noise(t, p, q, noise, seed):
         walk -= walk[0]
         err_p += noise.drift_pos_m * walk[:, :3]
         err_r += drift_rot * walk[:, 3:]
+    if noise.coloured_pos_m > 0.0 or noise.coloured_rot_deg > 0.0:
+        coloured = _ar1(rng_coloured, interval, noise.coloured_time_s, (n, 6))
+        err_p += noise.coloured_pos_m * coloured[:, :3]
+        err_r += np.radians(noise.coloured_rot_deg) * coloured[:, 3:]
     spike = _events(rng_spike, noise.spike_rate_hz, interval)
     spike[1:] &= ~spike[:-1]  # isolated: never two outliers in a row
     err_p[spike] += noise.spike_m * _unit_vectors(rng_spike, n)[spike]
