@@ -181,8 +181,9 @@ def _drive(context, take, seconds, rate_hz, children, interrupted, hostile=False
             if measuring['on']:
                 sent[target][stamp_ns] = publish_ns
         if hostile and measuring['on'] and frame['i'] % hostile_every == hostile_every // 2:
+            # 1 ms after the good pose (float seconds of a ROS stamp resolve ~0.2 us).
             publishers['stabilizer'].publish(_hostile_pose(
-                frame['hostile'], stamp_ns + 1, take.noisy_p[i], take.noisy_q[i]))
+                frame['hostile'], stamp_ns + 1_000_000, take.noisy_p[i], take.noisy_q[i]))
             frame['hostile'] += 1
         frame['i'] += 1
 
