@@ -126,3 +126,13 @@ def test_screen_metrics_follow_the_view_and_measure_shake():
 
 def test_screen_metrics_come_first():
     assert metrics.METRIC_NAMES[:3] == metrics.SCREEN_METRIC_NAMES
+
+
+def test_a_frame_looking_away_counts_as_ten_frame_widths_not_infinity():
+    t, p, q = _still_take(10)
+    away = q.copy()
+    away[5] = Rotation.from_rotvec([0.0, 0.0, np.pi]).as_quat()  # looking backwards
+    errors = metrics.screen_errors(p, away, p, q)
+    cap = metrics.MAX_ERROR_WIDTHS * metrics.DEFAULT_VIEW.width_px
+    assert np.allclose(np.linalg.norm(errors[5], axis=1), cap)
+    assert np.all(np.isfinite(errors)) and np.all(errors[[0, 4, 6]] == 0.0)

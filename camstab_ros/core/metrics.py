@@ -32,8 +32,10 @@ METRIC_NAMES = SCREEN_METRIC_NAMES + (
     'jitter_still_deg', 'lag_ms')
 # Grid of the screen metrics: points at these fractions of the half-width and half-height.
 GRID_FRACTIONS = (-0.8, 0.0, 0.8)
-# A wall point at or behind the estimated camera's image plane projects this far off.
-BEHIND_CAMERA_DEPTH_M = 1e-6
+# A point's error is capped at this many frame widths (a point behind the estimated
+# camera has no projection at all): a frame that wrong counts as ten widths off, so one
+# such frame cannot outweigh a whole take.
+MAX_ERROR_WIDTHS = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,17 +143,29 @@ def lag_seconds(t, est_p, est_q, truth_p, truth_q, component='auto'):
 
 
 def screen_errors(est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):
-    """Return the pixel errors (N, 9, 2) of the grid of `view`, estimated vs true camera."""
+    """
+    Return the pixel errors (N, 9, 2) of the grid of `view`, estimated vs true camera.
+
+    Each error is at most MAX_ERROR_WIDTHS frame widths long; a point behind the
+    estimated camera counts as that far off.
+    """
     body = view.grid_body()
     truth_r = Rotation.from_quat(truth_q).as_matrix()
     est_r = Rotation.from_quat(est_q).as_matrix()
     points = np.einsum('nij,kj->nki', truth_r, body) + truth_p[:, None, :]
     seen = np.einsum('nji,nkj->nki', est_r, points - est_p[:, None, :])
-    depth = np.maximum(seen[..., 0], BEHIND_CAMERA_DEPTH_M)
     f = view.focal_px
-    u_est, v_est = -f * seen[..., 1] / depth, f * seen[..., 2] / depth
+    cap = MAX_ERROR_WIDTHS * view.width_px
+    depth = seen[..., 0]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u_est, v_est = -f * seen[..., 1] / depth, f * seen[..., 2] / depth
     u_true, v_true = -f * body[:, 1] / body[:, 0], f * body[:, 2] / body[:, 0]
-    return np.stack([u_est - u_true, v_est - v_true], axis=-1)
+    errors = np.stack([u_est - u_true, v_est - v_true], axis=-1)
+    length = np.linalg.norm(errors, axis=-1, keepdims=True)
+    behind = ~(depth > 0.0) | ~np.isfinite(length[..., 0])
+    errors = np.where(length > cap, errors * (cap / np.maximum(length, 1e-300)), errors)
+    errors[behind] = (cap, 0.0)
+    return errors
 
 
 def screen_metrics(t, est_p, est_q, truth_p, truth_q, view=DEFAULT_VIEW):

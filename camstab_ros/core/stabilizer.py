@@ -22,9 +22,11 @@ Rules, in the order a measurement meets them:
 4. Gaps: a stamp gap longer than `dropout_timeout_s`, or as long a pause in arrivals
    (`idle()`), flushes the smoother's held-back estimates and resets it; a pause also
    restarts the stream (stamps, frame lock).
-5. Reach: when REACH_FRAMES estimates in a row lie further than `reset_jump_m` from their
-   own measurements (a diverged filter, not a one-frame spike it rightly rejects), the
-   last is replaced by its measurement and the smoother restarts there (reach_resets).
+5. Reach: when REACH_FRAMES estimates in a row lie further than `reset_jump_m` or
+   `reset_jump_deg` (the smoother's own, else `kalman`'s default) from their own
+   measurements (a diverged or coasting filter, not a one-frame spike it rightly
+   rejects), the last is replaced by its measurement and the smoother restarts there
+   (reach_resets).
 6. A smoother that raises is reset and the measurement dropped (`smoother_error`,
    `last_error`); the pipeline goes on.
 7. Every valid measurement yields exactly one Output, in input order, with its own tag
@@ -232,6 +234,8 @@ class Stabilizer:
         self.smoother = smoother
         self.dropout_timeout_s = self._shared(smoother, 'dropout_timeout_s', dropout_timeout_s)
         self.reset_jump_m = self._shared(smoother, 'reset_jump_m', reset_jump_m)
+        self.reset_jump_rad = np.radians(smoother.params.get(
+            'reset_jump_deg', smoother_class(DEFAULT_METHOD).PARAMS['reset_jump_deg'].default))
         self.blend_s = blend_s
         self.frame_id = frame_id
         self.max_future_s = max_future_s
@@ -495,8 +499,9 @@ class Stabilizer:
     def _within_reach(self, estimate, t, position, q):
         """Return estimate, or its measurement (restarting the smoother) if out of reach."""
         measured = self._measurement_at(estimate.t)
-        if measured is None or float(np.linalg.norm(
-                estimate.position - measured.position)) <= self.reset_jump_m:
+        if measured is None or not self._out_of_reach_of(
+                estimate.position, estimate.quaternion, measured.position,
+                measured.quaternion):
             self._out_of_reach = 0
             return estimate
         self._out_of_reach += 1
@@ -516,6 +521,14 @@ class Stabilizer:
         self.smoother.reset()
         _guarded(self.smoother.update, t, position, q)
         return None
+
+    def _out_of_reach_of(self, p, q, measured_p, measured_q):
+        """Tell whether poses (one or (N, ...)) lie out of reach of their measurements."""
+        far = np.linalg.norm(np.asarray(p) - measured_p, axis=-1) > self.reset_jump_m
+        # Unit quaternions a, b are further apart than angle x when |a . b| < cos(x / 2).
+        turned = np.abs(np.sum(np.asarray(q) * measured_q, axis=-1)) < np.cos(
+            0.5 * self.reset_jump_rad)
+        return far | turned
 
     def _measurement_at(self, t):
         for held in reversed(self._pending):
@@ -729,8 +742,8 @@ def _batched_take(stabilizer, t, p, q, progress):
         if len(sp) != len(piece):
             raise RuntimeError(f'{smoother.name} returned {len(sp)} estimates for '
                                f'{len(piece)} measurements')
-        if _longest_run(np.linalg.norm(sp - p[piece], axis=1) > stabilizer.reset_jump_m) \
-                >= REACH_FRAMES:
+        if _longest_run(stabilizer._out_of_reach_of(sp, sq, p[piece], q_unit[piece])) >= \
+                REACH_FRAMES:
             return None
         out_p[piece], out_q[piece] = sp, sq
     smoother.reset()
