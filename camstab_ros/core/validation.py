@@ -8,6 +8,7 @@ component before its norm is taken, so no norm overflows (components of 1e300 ar
 direction).
 """
 from collections import Counter
+import math
 
 import numpy as np
 
@@ -33,14 +34,16 @@ def unit_quaternion(quaternion):
     Return (unit quaternion (4,), norm) of a finite quaternion, without overflow.
 
     The norm may be inf for huge components; it only tells a zero or non-unit input.
+    Plain float arithmetic: this runs once per pose, where NumPy's per-call overhead
+    would cost ten times as much.
     """
-    q = np.asarray(quaternion, dtype=float)
-    scale = float(np.max(np.abs(q)))
+    x, y, z, w = (float(c) for c in quaternion)
+    scale = max(abs(x), abs(y), abs(z), abs(w))
     if scale == 0.0:
         return None, 0.0
-    scaled = q / scale
-    length = float(np.sqrt(scaled @ scaled))
-    return scaled / length, scale * length
+    x, y, z, w = x / scale, y / scale, z / scale, w / scale
+    length = math.sqrt(x * x + y * y + z * z + w * w)
+    return np.array((x / length, y / length, z / length, w / length)), scale * length
 
 
 class MeasurementValidator:
@@ -63,15 +66,17 @@ class MeasurementValidator:
 
         future: the caller found the stamp too far ahead of its own clock.
         """
-        position = np.asarray(position, dtype=float)
-        quaternion = np.asarray(quaternion, dtype=float)
-        if position.shape != (3,) or quaternion.shape != (4,) or not (
-                np.isfinite(t) and np.all(np.isfinite(position))
-                and np.all(np.isfinite(quaternion))):
+        try:
+            t = float(t)
+            p = [float(c) for c in position]
+            q = [float(c) for c in quaternion]
+        except (TypeError, ValueError):
             return 'non_finite'
-        if float(np.max(np.abs(position))) > self.max_position_m:
+        if len(p) != 3 or len(q) != 4 or not all(map(math.isfinite, [t] + p + q)):
+            return 'non_finite'
+        if max(abs(c) for c in p) > self.max_position_m:
             return 'out_of_workspace'
-        if unit_quaternion(quaternion)[1] < MIN_QUATERNION_NORM:
+        if unit_quaternion(q)[1] < MIN_QUATERNION_NORM:
             return 'zero_quaternion'
         if future:
             return 'stamp_in_future'
