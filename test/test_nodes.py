@@ -10,6 +10,7 @@ from collections import Counter
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,6 +313,31 @@ def test_learned_method_without_its_model_runs_kalman_and_says_so(ros, tmp_path)
     count = len(ros.poses[STABILIZED])
     ros.spin_for(0.5)
     assert len(ros.poses[STABILIZED]) > count + 10  # still stabilising
+
+
+def test_a_hostile_model_card_set_at_run_time_falls_back_and_the_node_lives(ros, tmp_path):
+    # 200,000 nested brackets (RecursionError in a JSON parser), then a card whose weights
+    # are /dev/zero (a read that never ends): both are fallbacks to kalman, never a crash
+    # or a hang.
+    nested = tmp_path / 'nested'
+    nested.mkdir()
+    (nested / 'model_card.json').write_text('[' * 200000)
+    endless = tmp_path / 'endless'
+    shutil.copytree(share_dir() / 'models' / 'hybrid', endless)
+    card = json.loads((endless / 'model_card.json').read_text())
+    card['weights']['file'] = '/dev/zero'
+    (endless / 'model_card.json').write_text(json.dumps(card))
+    for directory, message in ((nested, 'unreadable model card'),
+                               (endless, 'relative path inside the model directory')):
+        results = set_parameters(ros, 'camera_stabilizer', method='hybrid',
+                                 model_path=str(directory))
+        assert all(r.successful for r in results), [r.reason for r in results]
+        ros.spin_until(lambda: message in ros.diagnostics_of('camera_stabilizer').get(
+            'model_status', ''), timeout=10.0, what='the fallback in diagnostics')
+        count = len(ros.poses[STABILIZED])
+        ros.spin_for(0.5)
+        assert len(ros.poses[STABILIZED]) > count + 10  # still stabilising
+    assert ros.procs['stabilizer'].poll() is None
 
 
 @pytest.mark.parametrize('name, value, reason', [
