@@ -50,6 +50,7 @@ import time
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
+from camstab_ros.core.noise_meter import NoiseMeter
 from camstab_ros.core.params import ParameterError, ParamSpec
 from camstab_ros.core.smoother import Estimate, SmootherStats
 from camstab_ros.core.validation import (CLOCK_REASONS, DEFAULT_MAX_POSITION_M, drop_figures,
@@ -207,6 +208,7 @@ class TakeResult:
     stats: dict                   # outliers, resets (smoother's and the pipeline's), coasted
     us_per_update: np.ndarray = field(default=None)  # per-call cost when timed
     model_status: str = ''        # the smoother's (a learned method's model, or fallback)
+    tracker_noise: str = ''       # the noise meter's reading of the take
     fallback: bool = False        # a learned method ran `kalman`: its model did not load
 
 
@@ -242,6 +244,7 @@ class Stabilizer:
         self.frame_id = frame_id
         self.max_future_s = max_future_s
         self.validator = MeasurementValidator(max_position_m)
+        self.noise = NoiseMeter()     # the tracker's noise, measured on the valid stream
         self.dropped = Counter()      # PIPELINE_REASONS (the validator counts the rest)
         self.pipeline_resets = 0      # gap and reach resets of the current smoother
         self.reach_resets = 0
@@ -319,6 +322,9 @@ class Stabilizer:
         t = float(t)
         position = np.asarray(position, dtype=float)
         outputs = self._reset_smoother(restart=event != 'gap') if event else []
+        if event:
+            self.noise.restart()
+        self.noise.update(t, position, q)
         start = time.perf_counter_ns()
         estimate, error = _guarded(self.smoother.update, t, position, q)
         old_estimate = None
@@ -355,6 +361,7 @@ class Stabilizer:
             outputs = self._reset_smoother(restart=True)
         if self._auto_frame:
             self.frame_id = ''
+        self.noise.restart()
         self.validator.reset()
         self._last_t = None
         self._suspects.clear()
@@ -433,6 +440,7 @@ class Stabilizer:
             'clock_steps': self.clock_steps,
             'frame_changes': self.frame_changes,
             'last_error': self.last_error or 'none',
+            'tracker_noise': self.noise.reading(),
             'processing_us_median': f'{_percentile(costs, 50):.1f}',
             'processing_us_p99': f'{_percentile(costs, 99):.1f}',
             'model_status': smoother.model_status,
@@ -691,8 +699,10 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
     dropped = {reason: n for reason, n in stabilizer.dropped_by_reason.items() if n}
     return TakeResult(out_p[source], out_q[source], dropped,
                       np.flatnonzero(~valid), stabilizer.validator.renormalized,
-                      stabilizer.stats.as_dict(), costs, stabilizer.smoother.model_status,
-                      stabilizer.smoother.fallback)
+                      stabilizer.stats.as_dict(), costs,
+                      model_status=stabilizer.smoother.model_status,
+                      tracker_noise=stabilizer.noise.reading(),
+                      fallback=stabilizer.smoother.fallback)
 
 
 def _streamed_take(stabilizer, t, p, q, switches, progress):
@@ -737,6 +747,8 @@ def _batched_take(stabilizer, t, p, q, progress):
             if reason is None:
                 if event is not None:
                     starts.append(accepted)
+                    stabilizer.noise.restart()
+                stabilizer.noise.update(ti, pi, unit)
                 valid[i], q_unit[i] = True, unit
                 accepted += 1
     stabilizer.received += len(t)

@@ -118,7 +118,7 @@ def smooth_bag(input_bag, output_bag, topic, method, params, strict=False):
             'stabilized_topic': out_topic, 'method': method, 'poses': len(t),
             'messages_copied': info['messages'], 'frame_id': frame_id,
             'dropped': result.dropped, 'renormalized': result.renormalized,
-            **result.stats}
+            'tracker_noise': result.tracker_noise, **result.stats}
 
 
 def message_class(msgtype):

@@ -104,6 +104,7 @@ def run_smooth(args):
         print(f"{args.method}: smoothed {summary['poses']} poses of {args.topic} -> "
               f"{summary['stabilized_topic']} in {args.output} "
               f"({summary['messages_copied']} other messages copied)")
+        print(f"tracker noise (white, high-frequency part): {summary['tracker_noise']}")
         return 0
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f'{args.output}: the output would overwrite the input; choose '
@@ -119,6 +120,7 @@ def run_smooth(args):
     stats = ', '.join(f'{k} {v}' for k, v in result.stats.items() if v)
     print(f'{args.method}: smoothed {len(traj)} poses -> {args.output}'
           + (f' ({stats})' if stats else ''))
+    print(f'tracker noise (white, high-frequency part): {result.tracker_noise}')
     return 0
 
 
@@ -145,8 +147,10 @@ def run_evaluate(args):
     try:
         results = evaluate_methods(methods, noisy.t, noisy.p, noisy.q, truth_p, truth_q,
                                    strict=args.strict, view=view_of(args))
+        noise = run_take('passthrough', noisy.t, noisy.p, noisy.q).tracker_noise
     except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
+    print(f'tracker noise (white, high-frequency part): {noise}')
     print(format_table(results, METRIC_NAMES + ('us_per_pose',)))
     if args.json:
         write_json(args.json, results)
