@@ -110,6 +110,7 @@ def test_diagnostics_count_every_hostile_pose_by_reason(stage):
     assert int(values['dropped.stamp_in_future']) >= 1
     assert int(values['dropped.smoother_error']) == 0
     assert int(values['renormalized']) >= 2
+    assert values['tracker_noise'].endswith(' deg')  # the meter reads the live stream
 
 
 def free_port():
