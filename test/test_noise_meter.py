@@ -94,3 +94,15 @@ def test_no_reading_before_the_first_differences():
     meter = NoiseMeter()
     assert not meter.ready and meter.reading() == 'measuring'
     assert meter.position_sigma_m is None and meter.rotation_sigma_deg is None
+
+
+def test_the_offline_reading_equals_the_streamed_one():
+    noise = tracker(0.5, spike_rate_hz=1.0, spike_m=0.03, spike_deg=1.0, stamp_jitter_s=0.001)
+    take = simulate('whip_pan', 20.0, 60.0, 4, noise)
+    streamed = NoiseMeter()
+    for t, p, q in zip(take.t.tolist(), take.noisy_p.tolist(), take.noisy_q.tolist()):
+        streamed.update(t, p, q)
+    batched = NoiseMeter()
+    batched.update_take(take.t, take.noisy_p, take.noisy_q)
+    assert batched.position_sigma_m == pytest.approx(streamed.position_sigma_m, rel=1e-9)
+    assert batched.rotation_sigma_deg == pytest.approx(streamed.rotation_sigma_deg, rel=1e-9)

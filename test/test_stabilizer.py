@@ -284,3 +284,21 @@ def test_a_timed_run_records_one_cost_per_pose_and_changes_nothing(method):
     plain = st.stabilize_take(st.Stabilizer(make_smoother(method)), t, p, q)
     assert len(timed.us_per_update) == len(t) and np.all(timed.us_per_update > 0)
     np.testing.assert_array_equal(timed.p, plain.p)
+
+
+def test_a_clean_take_is_admitted_at_once_exactly_as_row_by_row():
+    t, _, _, p, q = moving_take(600, seed=8)
+    t = t.copy()
+    t[300:] += 2.0             # a gap: a new stretch
+    q = q * 1.5                # every quaternion renormalised
+    at_once, by_rows = st.Stabilizer(make_smoother('rts')), st.Stabilizer(make_smoother('rts'))
+    valid, units, starts = st._admit_clean_take(at_once, t, p, q)
+    valid_rows, units_rows, starts_rows = st._admit_rows(by_rows, t, p, q)
+    np.testing.assert_array_equal(valid, valid_rows)
+    np.testing.assert_allclose(units, units_rows, rtol=0, atol=1e-15)
+    assert list(starts) == starts_rows == [300]
+    assert at_once.validator.renormalized == by_rows.validator.renormalized == 600
+    assert at_once.validator.last_t == by_rows.validator.last_t
+    p_bad = p.copy()
+    p_bad[10] = np.nan         # a row to drop: the take needs the row-by-row rules
+    assert st._admit_clean_take(st.Stabilizer(make_smoother('rts')), t, p_bad, q) is None

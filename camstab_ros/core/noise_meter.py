@@ -22,6 +22,7 @@ from collections import deque
 import math
 
 from camstab_ros.core import quaternion as quat
+import numpy as np
 
 
 ORDER = 4
@@ -82,23 +83,60 @@ class NoiseMeter:
 
     def update(self, t, position, quaternion):
         """Take one valid measurement (stamps increasing, unit quaternion)."""
-        q = tuple(float(c) for c in quaternion)
+        q = tuple(quaternion)
         if self._last_q is None:
-            self._angle = [0.0, 0.0, 0.0]
+            self._angle = (0.0, 0.0, 0.0)
         else:
-            step = quat.log_relative(self._last_q, q)
-            self._angle = [a + s for a, s in zip(self._angle, step)]
+            sx, sy, sz = quat.log_relative(self._last_q, q)
+            ax, ay, az = self._angle
+            self._angle = (ax + sx, ay + sy, az + sz)
         self._last_q = q
         window = self._window
-        window.append((float(t), [float(c) for c in position] + self._angle))
+        window.append((t, (*position, *self._angle)))
         if len(window) == ORDER + 1:
             self._measure(window)
+
+    def update_take(self, t, p, q):
+        """
+        Take a stretch of valid measurements (arrays t (N,), p (N, 3), unit q (N, 4)).
+
+        The reading is update()'s pose by pose (equal to 1e-9, tested), the differences
+        computed with NumPy for the offline fast path. The stretch starts afresh
+        (restart()), as after a gap.
+        """
+        self.restart()
+        t, p, q = (np.asarray(a, dtype=float) for a in (t, p, q))
+        n = len(t)
+        if n == 0:
+            return
+        relative = quat.multiply(quat.conjugate(q[:-1]), q[1:])
+        relative[relative[:, 3] < 0.0] *= -1.0  # the shorter way, as log_relative
+        angle = np.vstack([np.zeros((1, 3)), np.cumsum(quat.log_map(relative), axis=0)])
+        values = np.hstack([p, angle])
+        if n > ORDER:
+            rows = np.arange(ORDER, n)[:, None] - ORDER + np.arange(ORDER + 1)  # (m, 5)
+            times = t[rows]
+            gaps = times[:, :, None] - times[:, None, :]
+            gaps[:, np.arange(ORDER + 1), np.arange(ORDER + 1)] = 1.0
+            weights = 1.0 / np.prod(gaps, axis=2)
+            weights /= np.linalg.norm(weights, axis=1, keepdims=True)
+            z = np.abs(np.einsum('mk,mka->ma', weights, values[rows]))
+            for row, dt in zip(z.tolist(), np.diff(t)[ORDER - 1:].tolist()):
+                self._track(row, dt)
+        for k in range(max(n - ORDER - 1, 0), n):
+            self._window.append((float(t[k]), tuple(values[k].tolist())))
+        self._last_q = tuple(q[-1].tolist())
+        self._angle = tuple(angle[-1].tolist())
 
     def _measure(self, window):
         times = [t for t, _ in window]
         w0, w1, w2, w3, w4 = _unit_weights(times)
         z = [abs(w0 * a + w1 * b + w2 * c + w3 * d + w4 * e)
              for a, b, c, d, e in zip(*[values for _, values in window])]
+        self._track(z, times[-1] - times[-2])
+
+    def _track(self, z, dt):
+        """Move the running median towards the differences z (6) of one sample."""
         self._count += 1
         if self._mad is None:
             self._startup.append(z)
@@ -107,7 +145,6 @@ class NoiseMeter:
                              for column in zip(*self._startup)]
                 self._startup = []
             return
-        dt = times[-1] - times[-2]
         mads = self._mad
         limit = GATE_SIGMA / MAD_PER_SIGMA
         gated = any(za > limit * mad for za, mad in zip(z, mads))

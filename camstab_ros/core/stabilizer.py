@@ -54,7 +54,7 @@ from camstab_ros.core.noise_meter import NoiseMeter
 from camstab_ros.core.params import ParameterError, ParamSpec
 from camstab_ros.core.smoother import Estimate, SmootherStats
 from camstab_ros.core.validation import (CLOCK_REASONS, DEFAULT_MAX_POSITION_M, drop_figures,
-                                         MeasurementValidator, REASONS)
+                                         MeasurementValidator, MIN_QUATERNION_NORM, REASONS)
 import numpy as np
 
 
@@ -487,7 +487,7 @@ class Stabilizer:
             self._suspects.clear()
         if reason is not None:
             return self.validator.count(reason), None, None
-        q = self.validator.accept(t, quaternion)
+        q = self.validator.accept(t)
         if event is None and self._last_t is not None and t - self._last_t > \
                 self.dropout_timeout_s:
             event = 'gap'
@@ -734,29 +734,17 @@ def _batched_take(stabilizer, t, p, q, progress):
     out of reach (the streamed path restarts mid-stretch). test_stabilizer proves the
     two paths equal.
     """
-    valid = np.zeros(len(t), dtype=bool)
-    q_unit = np.zeros((len(t), 4))
-    starts = []
-    accepted = 0
-    for block in range(0, len(t), ADMIT_BLOCK):
-        # Rows as lists of floats, a block at a time: cheaper per row than NumPy rows.
-        rows = zip(t[block:block + ADMIT_BLOCK].tolist(), p[block:block + ADMIT_BLOCK].tolist(),
-                   q[block:block + ADMIT_BLOCK].tolist())
-        for i, (ti, pi, qi) in enumerate(rows, block):
-            reason, unit, event = stabilizer._admit(ti, pi, qi, '', None)
-            if reason is None:
-                if event is not None:
-                    starts.append(accepted)
-                    stabilizer.noise.restart()
-                stabilizer.noise.update(ti, pi, unit)
-                valid[i], q_unit[i] = True, unit
-                accepted += 1
+    admitted = _admit_clean_take(stabilizer, t, p, q)
+    if admitted is None:
+        admitted = _admit_rows(stabilizer, t, p, q)
+    valid, q_unit, starts = admitted
     stabilizer.received += len(t)
     _check_valid(stabilizer, valid)
     rows = np.flatnonzero(valid)
     out_p, out_q = np.zeros((len(t), 3)), np.zeros((len(t), 4))
     smoother = stabilizer.smoother
     for piece in np.split(rows, starts):
+        stabilizer.noise.update_take(t[piece], p[piece], q_unit[piece])
         smoother.reset()
         _, sp, sq = smoother.smooth(t[piece], p[piece], q_unit[piece], progress=progress)
         if len(sp) != len(piece):
@@ -770,6 +758,56 @@ def _batched_take(stabilizer, t, p, q, progress):
     stabilizer.pipeline_resets += len(starts)
     stabilizer.published += len(rows)
     return out_p, out_q, valid
+
+
+def _admit_clean_take(stabilizer, t, p, q):
+    """
+    Admit a take at once when no row can be dropped and no clock event can occur.
+
+    Returns (valid, unit q, starts of the stretches between gaps) exactly as _admit_rows
+    would, or None when a row needs the row-by-row rules (a bad value, a stamp that does
+    not increase).
+    """
+    validator = stabilizer.validator
+    if validator.last_t is not None or stabilizer._last_t is not None or not len(t):
+        return None
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+        return None
+    if np.max(np.abs(p)) > validator.max_position_m or np.any(np.diff(t) <= 0.0):
+        return None
+    # The scalar arithmetic of validation.unit_quaternion, row-wise (the same results).
+    scale = np.max(np.abs(q), axis=1)
+    if np.any(scale == 0.0):
+        return None
+    scaled = q / scale[:, None]
+    length = np.sqrt(np.sum(scaled * scaled, axis=1))
+    norm = scale * length
+    if np.any(norm < MIN_QUATERNION_NORM):
+        return None
+    validator.renormalized += int(np.count_nonzero(np.abs(norm - 1.0) > 1e-6))
+    validator.last_t = stabilizer._last_t = float(t[-1])
+    starts = np.flatnonzero(np.diff(t) > stabilizer.dropout_timeout_s) + 1
+    return np.ones(len(t), dtype=bool), scaled / length[:, None], list(starts)
+
+
+def _admit_rows(stabilizer, t, p, q):
+    """Admit a take row by row by the streamed path's rules: (valid, unit q, starts)."""
+    valid = np.zeros(len(t), dtype=bool)
+    q_unit = np.zeros((len(t), 4))
+    starts = []
+    accepted = 0
+    for block in range(0, len(t), ADMIT_BLOCK):
+        # Rows as lists of floats, a block at a time: cheaper per row than NumPy rows.
+        rows = zip(t[block:block + ADMIT_BLOCK].tolist(), p[block:block + ADMIT_BLOCK].tolist(),
+                   q[block:block + ADMIT_BLOCK].tolist())
+        for i, (ti, pi, qi) in enumerate(rows, block):
+            reason, unit, event = stabilizer._admit(ti, pi, qi, '', None)
+            if reason is None:
+                if event is not None:
+                    starts.append(accepted)
+                valid[i], q_unit[i] = True, unit
+                accepted += 1
+    return valid, q_unit, starts
 
 
 def _longest_run(flags):

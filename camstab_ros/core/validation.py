@@ -55,6 +55,7 @@ class MeasurementValidator:
         self.dropped = Counter()
         self.renormalized = 0
         self.last_t = None
+        self._unit, self._norm = None, 0.0  # of the last quaternion reason() saw
 
     def reset(self):
         """Forget the last timestamp: the next stamp may be anything (a clock restart)."""
@@ -76,7 +77,8 @@ class MeasurementValidator:
             return 'non_finite'
         if max(abs(c) for c in p) > self.max_position_m:
             return 'out_of_workspace'
-        if unit_quaternion(q)[1] < MIN_QUATERNION_NORM:
+        self._unit, self._norm = unit_quaternion(q)
+        if self._norm < MIN_QUATERNION_NORM:
             return 'zero_quaternion'
         if future:
             return 'stamp_in_future'
@@ -89,20 +91,19 @@ class MeasurementValidator:
         self.dropped[reason] += 1
         return reason
 
-    def accept(self, t, quaternion):
-        """Take a valid measurement's stamp; return its unit quaternion (renormalised)."""
-        unit, norm = unit_quaternion(quaternion)
-        if abs(norm - 1.0) > 1e-6:
+    def accept(self, t):
+        """Take the stamp of the measurement reason() just passed; return its unit q."""
+        if abs(self._norm - 1.0) > 1e-6:
             self.renormalized += 1
         self.last_t = float(t)
-        return unit
+        return self._unit
 
     def check(self, t, position, quaternion):
         """Validate, count and accept in one call: (reason or None, unit q or None)."""
         reason = self.reason(t, position, quaternion)
         if reason is not None:
             return self.count(reason), None
-        return None, self.accept(t, quaternion)
+        return None, self.accept(t)
 
 
 def drop_figures(total_key, counts):
