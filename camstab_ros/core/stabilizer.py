@@ -46,6 +46,7 @@ parameter as `<method>.<param>`; `switch_blend_s`, `max_position_m`.
 from collections import Counter, deque
 import copy
 from dataclasses import dataclass, field
+import math
 import time
 
 from camstab_ros.core import quaternion as quat
@@ -238,8 +239,7 @@ class Stabilizer:
         self.smoother = smoother
         self.dropout_timeout_s = self._shared(smoother, 'dropout_timeout_s', dropout_timeout_s)
         self.reset_jump_m = self._shared(smoother, 'reset_jump_m', reset_jump_m)
-        self.reset_jump_rad = np.radians(smoother.params.get(
-            'reset_jump_deg', smoother_class(DEFAULT_METHOD).PARAMS['reset_jump_deg'].default))
+        self._set_turn_limit(smoother)
         self.blend_s = blend_s
         self.frame_id = frame_id
         self.max_future_s = max_future_s
@@ -292,6 +292,13 @@ class Stabilizer:
         self.frame_id = frame_id
         self._auto_frame = not frame_id
         self._foreign_since = None
+
+    def _set_turn_limit(self, smoother):
+        """Take the reach in orientation: the smoother's reset_jump_deg, else kalman's."""
+        degrees = smoother.params.get(
+            'reset_jump_deg', smoother_class(DEFAULT_METHOD).PARAMS['reset_jump_deg'].default)
+        # Unit quaternions a, b are further apart than angle x when |a . b| < cos(x / 2).
+        self._reach_cos = math.cos(0.5 * math.radians(degrees))
 
     @staticmethod
     def _shared(smoother, name, value):
@@ -402,6 +409,7 @@ class Stabilizer:
             self._keep_all(self._estimates, self._flush(self.smoother))
             outputs = self._release()
         self.smoother, self._estimates = smoother, warm
+        self._set_turn_limit(smoother)
         return outputs + self._release()
 
     @property
@@ -509,9 +517,7 @@ class Stabilizer:
     def _within_reach(self, estimate, t, position, q):
         """Return estimate, or its measurement (restarting the smoother) if out of reach."""
         measured = self._measurement_at(estimate.t)
-        if measured is None or not self._out_of_reach_of(
-                estimate.position, estimate.quaternion, measured.position,
-                measured.quaternion):
+        if measured is None or not self._beyond_reach(estimate, measured):
             self._out_of_reach = 0
             return estimate
         self._out_of_reach += 1
@@ -532,13 +538,20 @@ class Stabilizer:
         _guarded(self.smoother.update, t, position, q)
         return None
 
-    def _out_of_reach_of(self, p, q, measured_p, measured_q):
-        """Tell whether poses (one or (N, ...)) lie out of reach of their measurements."""
-        far = np.linalg.norm(np.asarray(p) - measured_p, axis=-1) > self.reset_jump_m
-        # Unit quaternions a, b are further apart than angle x when |a . b| < cos(x / 2).
-        turned = np.abs(np.sum(np.asarray(q) * measured_q, axis=-1)) < np.cos(
-            0.5 * self.reset_jump_rad)
-        return far | turned
+    def _beyond_reach(self, estimate, measured):
+        """Tell whether an estimate lies out of reach of its measurement (plain floats)."""
+        ex, ey, ez = estimate.position.tolist()
+        mx, my, mz = measured.position.tolist()
+        if (ex - mx) ** 2 + (ey - my) ** 2 + (ez - mz) ** 2 > self.reset_jump_m ** 2:
+            return True
+        ax, ay, az, aw = estimate.quaternion.tolist()
+        bx, by, bz, bw = measured.quaternion.tolist()
+        return abs(ax * bx + ay * by + az * bz + aw * bw) < self._reach_cos
+
+    def _beyond_reach_rows(self, p, q, measured_p, measured_q):
+        """Return _beyond_reach for arrays of poses (N, ...), as a boolean array."""
+        far = np.linalg.norm(p - measured_p, axis=1) > self.reset_jump_m
+        return far | (np.abs(np.sum(q * measured_q, axis=1)) < self._reach_cos)
 
     def _measurement_at(self, t):
         for held in reversed(self._pending):
@@ -750,7 +763,7 @@ def _batched_take(stabilizer, t, p, q, progress):
         if len(sp) != len(piece):
             raise RuntimeError(f'{smoother.name} returned {len(sp)} estimates for '
                                f'{len(piece)} measurements')
-        if _longest_run(stabilizer._out_of_reach_of(sp, sq, p[piece], q_unit[piece])) >= \
+        if _longest_run(stabilizer._beyond_reach_rows(sp, sq, p[piece], q_unit[piece])) >= \
                 REACH_FRAMES:
             return None
         out_p[piece], out_q[piece] = sp, sq
