@@ -8,7 +8,7 @@ caller to report.
 import logging
 
 from camstab_ros.core.lstm_model import ModelError
-from camstab_ros.core.methods import make_smoother
+from camstab_ros.core.methods import smoother_class
 from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate
 from camstab_ros.core.simulation import simulate
 from camstab_ros.core.stabilizer import stabilize_take, stabilizer_for
@@ -89,7 +89,7 @@ def benchmark(methods, repeats=3):
         costs = np.concatenate([r.us_per_update for r in runs])
         figures[method] = {'median_us': float(np.median(costs)),
                            'p99_us': float(np.percentile(costs, 99)),
-                           'causal': make_smoother(method).causal}
+                           'causal': smoother_class(method).causal}
     base = figures['passthrough']['median_us']
     for values in figures.values():
         values['ratio'] = values['median_us'] / base

@@ -1,0 +1,180 @@
+"""
+The tracker matrix of DESIGN.md: every method on every take, tracker and rate, vs raw.
+
+    .venv/bin/python -m training.matrix [--out docs/matrix.md] [--workers 2]
+
+Takes: every simulated scenario (20 s, test seeds) and the real recorded motion of
+../shared/data/real (TUM-VI room3/5/6 and TUM fr1_xyz, cut into 30 s pieces, resampled
+to the rate; none of it was used in training or tuning). Trackers: `optical_fine`,
+`optical`, `inside_out` (training-free presets). Rates: 25, 60, 240 Hz. Every method runs
+at its defaults through the one pipeline (`run_take`). The oracle is a fixed-gain
+alpha-beta filter whose gains (position and orientation apart) are chosen on each take's
+own truth: what an expert with the answer in hand could set.
+
+Per method: the worst ratio to the raw input over the matrix of screen_rmse_px,
+pos_rmse_mm and rot_rmse_deg (do no harm: <= 1), and the geometric mean of the
+screen_rmse_px ratio (quality).
+"""
+import argparse
+from concurrent.futures import ProcessPoolExecutor
+import logging
+from pathlib import Path
+
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.evaluation import run_take
+from camstab_ros.core.methods import list_methods
+from camstab_ros.core.metrics import error_metrics
+from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate
+from camstab_ros.io.trajectory import read_trajectory
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+from training.splits import TEST_SEEDS
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT.parent / 'shared' / 'data' / 'real'
+REAL_TAKES = ('tumvi_room3_groundtruth.txt', 'tumvi_room5_groundtruth.txt',
+              'tumvi_room6_groundtruth.txt', 'tum_fr1_xyz_groundtruth.txt')
+TRACKERS = ('optical_fine', 'optical', 'inside_out')
+RATES_HZ = (25.0, 60.0, 240.0)
+SIM_SECONDS = 20.0
+PIECE_SECONDS = 30.0
+RATIOS = ('screen_rmse_px', 'pos_rmse_mm', 'rot_rmse_deg')
+# Gains the oracle chooses from (alpha of the alpha-beta filter; beta = alpha^2/(2-alpha)).
+ORACLE_ALPHAS = np.array([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.13, 0.08, 0.05, 0.03, 0.02])
+
+
+def real_pieces(rate_hz):
+    """Yield (name, t, p, q) of every 30 s piece of the real takes, resampled to rate_hz."""
+    for name in REAL_TAKES:
+        path = REAL / name
+        if not path.is_file():
+            continue
+        truth = read_trajectory(path)
+        q = quat.make_continuous(quat.normalize(truth.q))
+        slerp = Slerp(truth.t, Rotation.from_quat(q))
+        start = truth.t[0]
+        while start + PIECE_SECONDS <= truth.t[-1]:
+            t = start + np.arange(0.0, PIECE_SECONDS, 1.0 / rate_hz)
+            p = np.column_stack([np.interp(t, truth.t, truth.p[:, i]) for i in range(3)])
+            yield f'{name.split("_groundtruth")[0]}@{start - truth.t[0]:.0f}s', t, p, \
+                slerp(t).as_quat()
+            start += PIECE_SECONDS
+
+
+def alpha_beta(t, x, alpha):
+    """Steady-state alpha-beta filter of columns x (N, k) for every alpha (A,): (A, N, k)."""
+    alpha = alpha[:, None]
+    beta = alpha * alpha / (2.0 - alpha)
+    out = np.empty((len(alpha), len(t), x.shape[1]))
+    est, rate = np.repeat(x[:1], len(alpha), axis=0), np.zeros((len(alpha), x.shape[1]))
+    out[:, 0] = est
+    for k in range(1, len(t)):
+        dt = t[k] - t[k - 1]
+        predicted = est + rate * dt
+        residual = x[k] - predicted
+        est = predicted + alpha * residual
+        rate = rate + beta / dt * residual
+        out[:, k] = est
+    return out
+
+
+def oracle(t, noisy_p, noisy_q, truth_p, truth_q):
+    """Return the fixed-gain alpha-beta estimate with the gains best on this take's truth."""
+    noisy_q = quat.make_continuous(noisy_q)
+    ps = alpha_beta(t, noisy_p, ORACLE_ALPHAS)
+    p_err = [np.mean(np.sum((est - truth_p) ** 2, axis=1)) for est in ps]
+    qs = alpha_beta(t, noisy_q, ORACLE_ALPHAS)
+    qs /= np.linalg.norm(qs, axis=2, keepdims=True)
+    q_err = [np.mean(quat.angle_between(est, truth_q) ** 2) for est in qs]
+    return ps[int(np.argmin(p_err))], qs[int(np.argmin(q_err))]
+
+
+def run_cell(args):
+    """Return (take name, tracker, rate, {method: metrics}) of one cell of the matrix."""
+    logging.disable(logging.WARNING)
+    name, tracker, rate, t, p, q, seed = args
+    take = add_tracker_noise(t, p, q, NOISE_PRESETS[tracker], seed)
+    rows = {}
+    for method in list_methods():
+        result = run_take(method, take.t, take.noisy_p, take.noisy_q)
+        rows[method] = error_metrics(take.t, result.p, result.q, take.truth_p, take.truth_q)
+    est_p, est_q = oracle(take.t, take.noisy_p, take.noisy_q, take.truth_p, take.truth_q)
+    rows['oracle'] = error_metrics(take.t, est_p, est_q, take.truth_p, take.truth_q)
+    rows['raw'] = error_metrics(take.t, take.noisy_p, take.noisy_q, take.truth_p,
+                                take.truth_q)
+    return name, tracker, rate, rows
+
+
+def cells():
+    """Yield the arguments of every cell: takes x trackers x rates."""
+    for rate in RATES_HZ:
+        takes = []
+        for k, scenario in enumerate(SCENARIOS):
+            sim = simulate(scenario, SIM_SECONDS, rate, TEST_SEEDS[k], NOISE_PRESETS['none'])
+            takes.append((scenario, sim.t, sim.truth_p, sim.truth_q))
+        takes += list(real_pieces(rate))
+        for i, (name, t, p, q) in enumerate(takes):
+            for j, tracker in enumerate(TRACKERS):
+                yield name, tracker, rate, t, p, q, TEST_SEEDS[100 + 10 * i + j]
+
+
+def summary(results):
+    """Return {method: {worst ratios, geometric mean of the screen ratio, worst take}}."""
+    figures = {}
+    methods = [m for m in results[0][3] if m != 'raw']
+    for method in methods:
+        ratios = {k: [] for k in RATIOS}
+        for name, tracker, rate, rows in results:
+            for key in RATIOS:
+                raw = rows['raw'][key]
+                if raw > 0:
+                    ratios[key].append((rows[method][key] / raw, f'{name} {tracker} '
+                                        f'{rate:g} Hz'))
+        worst = {k: max(v) for k, v in ratios.items()}
+        screen = np.array([r for r, _ in ratios['screen_rmse_px']])
+        figures[method] = {
+            **{f'worst_{k}': worst[k][0] for k in RATIOS},
+            'worst_screen_take': worst['screen_rmse_px'][1],
+            'geomean_screen': float(np.exp(np.mean(np.log(screen)))),
+            'takes_worse_than_raw': int(np.count_nonzero(screen > 1.0)),
+            'takes': len(screen)}
+    return figures
+
+
+def table(figures):
+    lines = ['| method | worst screen ratio | worst pos ratio | worst rot ratio | geomean '
+             'screen ratio | takes worse than raw (screen) | worst take (screen) |',
+             '|---|---|---|---|---|---|---|']
+    for method, f in figures.items():
+        lines.append(f'| {method} | {f["worst_screen_rmse_px"]:.2f} | '
+                     f'{f["worst_pos_rmse_mm"]:.2f} | {f["worst_rot_rmse_deg"]:.2f} | '
+                     f'{f["geomean_screen"]:.3f} | {f["takes_worse_than_raw"]} of '
+                     f'{f["takes"]} | {f["worst_screen_take"]} |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    """Run the matrix and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--out', default=str(ROOT / 'docs' / 'matrix.md'))
+    parser.add_argument('--workers', type=int, default=2)
+    args = parser.parse_args(argv)
+    work = list(cells())
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(run_cell, work, chunksize=4))
+    figures = summary(results)
+    pieces = len(results) // (len(TRACKERS) * len(RATES_HZ)) - len(SCENARIOS)
+    rates = ', '.join(f'{r:g}' for r in RATES_HZ)
+    text = (f'# Tracker matrix\n\nGenerated by `.venv/bin/python -m training.matrix`: '
+            f'{len(results)} cells ({len(SCENARIOS)} simulated scenarios and {pieces} pieces '
+            f'of real motion x trackers {", ".join(TRACKERS)} x {rates} Hz). Ratios are '
+            "the method's figure over the raw input's on the same cell; the oracle is a "
+            "fixed-gain alpha-beta filter tuned on each cell's truth.\n\n"
+            + table(figures) + '\n')
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
