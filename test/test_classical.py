@@ -2,6 +2,7 @@ from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import list_methods, make_smoother
 from camstab_ros.core.metrics import evaluate
 from camstab_ros.core.params import ParameterError
+from camstab_ros.core.simulation import simulate, TrackerNoise
 from helpers import moving_take, shared_file
 import numpy as np
 import pytest
@@ -60,7 +61,8 @@ def test_one_euro_matches_the_authors_reference_output():
     p = np.zeros((len(t), 3))
     p[:, 0] = noisy
     q = np.tile([0.0, 0.0, 0.0, 1.0], (len(t), 1))
-    smoother = make_smoother('one_euro', min_cutoff=1.0, beta=0.1, d_cutoff=1.0)
+    smoother = make_smoother('one_euro', min_cutoff=1.0, beta=0.1, d_cutoff=1.0,
+                             noise_scaling='off')
     _, out_p, _ = smoother.smooth(t, p, q)
     assert np.max(np.abs(out_p[:, 0] - filtered)) < 1e-4
 
@@ -71,7 +73,8 @@ def test_one_euro_orientation_behaves_like_position_on_a_single_axis():
                       skiprows=1)
     t, noisy, filtered = data[:, 0], data[:, 2] * 0.01, data[:, 3] * 0.01
     q = quat.exp_map(np.column_stack([np.zeros((len(t), 2)), noisy]))
-    smoother = make_smoother('one_euro', rot_min_cutoff=1.0, rot_beta=10.0, d_cutoff=1.0)
+    smoother = make_smoother('one_euro', rot_min_cutoff=1.0, rot_beta=10.0, d_cutoff=1.0,
+                             noise_scaling='off')
     _, _, out_q = smoother.smooth(t, np.zeros((len(t), 3)), q)
     angle = quat.log_map(out_q)[:, 2]
     # rot_beta 10 on 0.01-scaled angles equals beta 0.1 on the signal.
@@ -101,3 +104,40 @@ def test_passthrough_returns_the_input_and_reset_forgets_state():
     _, out_p, out_q = make_smoother('passthrough').smooth(t, p, q)
     np.testing.assert_array_equal(out_p, p)
     np.testing.assert_allclose(out_q, q, atol=1e-12)
+
+
+def scaled_by_hand(method, ratio):
+    """A method's defaults scaled by hand for a tracker `ratio` times the reference noise."""
+    specs = make_smoother(method).params
+    if method == 'ema':
+        return {k: specs[k] * ratio ** (2 / 3) for k in ('time_constant_s',
+                                                         'rot_time_constant_s')}
+    return {'min_cutoff': specs['min_cutoff'] / ratio ** (2 / 3),
+            'rot_min_cutoff': specs['rot_min_cutoff'] / ratio ** (2 / 3),
+            'beta': specs['beta'] / ratio, 'rot_beta': specs['rot_beta'] / ratio}
+
+
+@pytest.mark.parametrize('method', ['ema', 'one_euro'])
+@pytest.mark.parametrize('ratio', [0.1, 4.0])
+def test_noise_scaling_sets_the_parameters_from_the_measured_noise(method, ratio):
+    # A 0.05 mm / 0.002 deg and a 2 mm / 0.08 deg tracker (the reference is 0.5 mm /
+    # 0.02 deg): 'auto' filters as the defaults scaled by hand for the true noise would.
+    noise = TrackerNoise(pos_sigma_m=0.0005 * ratio, rot_sigma_deg=0.02 * ratio)
+    take = simulate('dolly', 20.0, 60.0, 3, noise)
+    figures = {}
+    for name, params in (('auto', {}), ('by hand', dict(scaled_by_hand(method, ratio),
+                                                        noise_scaling='off')),
+                         ('fixed', {'noise_scaling': 'off'})):
+        _, p, q = make_smoother(method, **params).smooth(take.t, take.noisy_p, take.noisy_q)
+        figures[name] = evaluate(take.t, p, q, take.truth_p, take.truth_q)
+    for key in ('pos_rmse_mm', 'rot_rmse_deg', 'jitter_deg'):
+        assert figures['auto'][key] == pytest.approx(figures['by hand'][key], rel=0.15)
+    assert figures['auto']['rot_rmse_deg'] < figures['fixed']['rot_rmse_deg']
+
+
+def test_scaled_filters_pass_measurements_through_until_the_noise_is_measured():
+    t, _, _, p, q = moving_take(40)
+    for method in ('ema', 'one_euro'):
+        _, sp, sq = make_smoother(method).smooth(t, p, q)
+        np.testing.assert_array_equal(sp[:8], p[:8])  # the meter reads from the 9th
+        assert not np.allclose(sp[12:], p[12:])

@@ -84,7 +84,7 @@ def test_smooth_equals_update_pose_by_pose(name, model):
     np.testing.assert_allclose(p_s, p_u, rtol=0.0, atol=1e-9)
     assert np.max(quat.angle_between(q_s, q_u)) < 1e-9
     assert batch.stats == by_update.stats
-    assert by_update.stats.outliers >= 1 and by_update.stats.resets == 1
+    assert by_update.stats.outliers >= 1 and by_update.stats.resets >= 1
     assert by_update.stats.coasted >= 1
 
 
@@ -131,32 +131,46 @@ def test_variable_frame_rate_is_smoothed_in_order_kalman_fixed_lag_rts(model):
 
 @pytest.mark.parametrize('name, model', [('kalman', 'cv'), ('kalman', 'ca'),
                                          ('fixed_lag', 'cv'), ('rts', 'cv')])
-def test_isolated_50mm_spike_moves_the_output_less_than_1mm(name, model):
+def test_isolated_50mm_spike_never_disturbs_the_track(name, model):
     t = regular_stamps(300)
     _, _, p, q = noisy_take(t)
     spiked = p.copy()
     spiked[150] += np.array([0.03, -0.04, 0.0])  # 50 mm
-    clean = make_smoother(name, model=model)
+    clean = make_smoother(name, model=model, **RESPONSIVE)
     _, p_clean, q_clean = clean.smooth(t, p, q)
-    smoother = make_smoother(name, model=model)
+    smoother = make_smoother(name, model=model, **RESPONSIVE)
     _, p_spike, q_spike = smoother.smooth(t, spiked, q)
-    assert np.max(np.linalg.norm(p_spike - p_clean, axis=1)) < 0.001
+    moved = np.linalg.norm(p_spike - p_clean, axis=1)
+    if name == 'kalman':
+        # Causal: the frame goes out as measured (it could be a whip pan's first frame),
+        # no worse than the raw input; the track before and after is untouched.
+        np.testing.assert_array_equal(p_spike[150], spiked[150])
+        moved[150] = 0.0
+    # With look-ahead the spike is known for what it is and replaced by the track.
+    assert np.max(moved) < 0.001
     # Position and orientation are gated separately: the orientation still updates.
-    assert np.max(quat.angle_between(q_spike, q_clean)) < 1e-12
+    assert np.max(np.degrees(quat.angle_between(q_spike, q_clean))) < 0.05
     assert smoother.stats.outliers == 1 and smoother.stats.resets == 0
     assert clean.stats.outliers == 0
 
 
-def test_orientation_spike_is_gated_without_touching_position():
+@pytest.mark.parametrize('name', ['kalman', 'fixed_lag'])
+def test_orientation_spike_is_gated_without_touching_position(name):
     t = regular_stamps(300)
     _, _, p, q = noisy_take(t)
     spiked = q.copy()
-    spiked[150] = quat.multiply(q[150], quat.exp_map([0.0, math.radians(3.0), 0.0]))
-    _, p_clean, q_clean = make_smoother('kalman').smooth(t, p, q)
-    smoother = make_smoother('kalman')
+    spiked[150] = quat.multiply(q[150], quat.exp_map([0.0, math.radians(1.0), 0.0]))
+    _, p_clean, q_clean = make_smoother(name, **RESPONSIVE).smooth(t, p, q)
+    smoother = make_smoother(name, **RESPONSIVE)
     _, p_spike, q_spike = smoother.smooth(t, p, spiked)
-    assert np.max(np.degrees(quat.angle_between(q_spike, q_clean))) < 0.05
-    np.testing.assert_allclose(p_spike, p_clean, rtol=0.0, atol=1e-12)
+    moved = np.degrees(quat.angle_between(q_spike, q_clean))
+    if name == 'kalman':
+        assert quat.angle_between(q_spike[150:151], spiked[150:151])[0] < 1e-12
+        moved[150] = 0.0
+    # (fixed_lag: frame 150 is the track through its neighbours, within 0.1 of the 1 deg.)
+    assert np.max(moved) < 0.1
+    # (The noise meter skips the spike in both groups: the position moves by < 10 um.)
+    np.testing.assert_allclose(p_spike, p_clean, rtol=0.0, atol=1e-5)
     assert smoother.stats.outliers == 1
 
 
@@ -168,26 +182,38 @@ def test_single_large_jump_is_an_outlier_not_a_reset(name):
     smoother = make_smoother(name)
     _, p_s, _ = smoother.smooth(t, p, q)
     assert smoother.stats.outliers == 1 and smoother.stats.resets == 0
-    assert np.max(np.linalg.norm(p_s - truth_p, axis=1)[20:]) < 0.002
+    error = np.linalg.norm(p_s - truth_p, axis=1)
+    if name == 'kalman':
+        assert error[100] > 0.49  # passed through: the next frame tells it was a spike
+        error[100] = 0.0
+    assert np.max(error[20:]) < 0.002
 
 
 @pytest.mark.parametrize('name', METHODS)
-def test_persistent_position_jump_resets_without_smearing(name):
+def test_persistent_position_jump_is_followed_at_once(name):
     t = regular_stamps(300)
     truth_p, _, p, q = noisy_take(t)
     offset = np.array([0.3, -0.1, 0.0])
     p[150:] += offset
     truth_p[150:] += offset
+    smoother = make_smoother(name)
+    _, p_s, _ = smoother.smooth(t, p, q)
+    # The jump goes out as measured; the next frame confirms it and restarts the filter.
+    assert smoother.stats.resets == 1 and smoother.stats.outliers == 0
+    error = np.linalg.norm(p_s - truth_p, axis=1)
+    assert np.max(error[20:150]) < 0.003
+    assert np.max(error[150:]) < 0.004
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_a_jump_persisting_over_gate_max_consecutive_frames_restarts_there(name):
+    t = regular_stamps(300)
+    truth_p, _, p, q = noisy_take(t)
+    p[150:] += [0.3, -0.1, 0.0]
     smoother = make_smoother(name, gate_max_consecutive=3)
     _, p_s, _ = smoother.smooth(t, p, q)
-    assert smoother.stats.resets == 1 and smoother.stats.outliers == 3
-    error = np.linalg.norm(p_s - truth_p, axis=1)
-    old_error = np.linalg.norm(p_s[150:153] - (truth_p[150:153] - offset), axis=1)
-    # Before the jump nothing is pulled towards the new place; three frames coast on the
-    # old track (the outliers), and from the fourth the output is at the new place.
-    assert np.max(error[20:150]) < 0.003
-    assert np.max(old_error) < 0.003
-    assert np.max(error[153:]) < 0.004
+    assert smoother.stats.resets == 1 and smoother.stats.outliers == 0
+    np.testing.assert_array_equal(p_s[150:153], p[150:153])
 
 
 @pytest.mark.parametrize('name', ['fixed_lag', 'rts'])
@@ -199,14 +225,14 @@ def test_smoothing_never_crosses_a_reset(name):
     whole = make_smoother(name)
     _, p_all, q_all = whole.smooth(t, p, q)
     assert whole.stats.resets == 1
-    # The reset happens at frame 153 (after 3 outliers): every frame before it is smoothed
-    # exactly as if the take had ended there.
-    _, p_cut, q_cut = make_smoother(name).smooth(t[:153], p[:153], q[:153])
-    np.testing.assert_allclose(p_all[:153], p_cut, rtol=0.0, atol=1e-12)
-    assert np.max(quat.angle_between(q_all[:153], q_cut)) < 1e-12
+    # Frame 150 goes out as measured and 151 restarts the filter: every frame before
+    # the jump is smoothed exactly as if the take had ended there.
+    _, p_cut, q_cut = make_smoother(name).smooth(t[:150], p[:150], q[:150])
+    np.testing.assert_allclose(p_all[:150], p_cut, rtol=0.0, atol=1e-12)
+    assert np.max(quat.angle_between(q_all[:150], q_cut)) < 1e-12
 
 
-def test_persistent_orientation_jump_resets():
+def test_persistent_orientation_jump_is_followed_at_once():
     t = regular_stamps(300)
     _, truth_q, p, q = noisy_take(t)
     turn = quat.exp_map([0.0, 0.0, math.radians(40.0)])
@@ -214,11 +240,10 @@ def test_persistent_orientation_jump_resets():
     truth_q[150:] = quat.multiply(turn, truth_q[150:])
     smoother = make_smoother('kalman')
     _, _, q_s = smoother.smooth(t, p, q)
-    assert smoother.stats.resets == 1 and smoother.stats.outliers == 3
+    assert smoother.stats.resets == 1 and smoother.stats.outliers == 0
     error_deg = np.degrees(quat.angle_between(q_s, truth_q))
     assert np.max(error_deg[20:150]) < 0.1
-    assert np.max(error_deg[150:153]) > 39.0
-    assert np.max(error_deg[153:]) < 0.1
+    assert np.max(error_deg[150:]) < 0.1
 
 
 @pytest.mark.parametrize('name', METHODS)
@@ -302,7 +327,10 @@ def test_simulated_stress_take_rejects_spikes():
     assert spikes >= 10
     assert spikes <= smoother.stats.outliers <= spikes + 2
     assert smoother.stats.resets == 0
-    assert np.max(np.linalg.norm(p_s - take.truth_p, axis=1)) < 0.003
+    # A spike goes out as measured (causal: it could be a manoeuvre's first frame); no
+    # other frame is disturbed by it.
+    error = np.linalg.norm(p_s - take.truth_p, axis=1)
+    assert np.max(error[~take.spike]) < 0.003
     assert pos_rmse(p_s, take.truth_p) < pos_rmse(take.noisy_p, take.truth_p)
 
 
@@ -323,7 +351,7 @@ def test_timestamps_must_increase(name):
     ('kalman', {'model': 'cj'}, 'model'),
     ('kalman', {'process_noise': -1.0}, 'process_noise'),
     ('kalman', {'rot_process_noise': 0.0}, 'rot_process_noise'),
-    ('kalman', {'measurement_noise_m': 0.0}, 'measurement_noise_m'),
+    ('kalman', {'measurement_noise_m': -0.001}, 'measurement_noise_m'),
     ('kalman', {'measurement_noise_deg': float('nan')}, 'measurement_noise_deg'),
     ('kalman', {'gate_sigma': 0.5}, 'gate_sigma'),
     ('kalman', {'gate_max_consecutive': 0}, 'gate_max_consecutive'),
@@ -361,3 +389,22 @@ def test_adaptive_process_noise_follows_moves_without_letting_still_jitter_throu
         m[label] = evaluate(take.t, p, q, take.truth_p, take.truth_q)
     assert m['adaptive']['pos_rmse_mm'] < 0.8 * m['fixed']['pos_rmse_mm']
     assert m['adaptive']['jitter_still_mm'] < 1.2 * m['fixed']['jitter_still_mm']
+
+
+@pytest.mark.parametrize('rate_hz', [25.0, 60.0, 240.0])
+def test_real_handheld_motion_is_never_rejected(rate_hz):
+    # TUM-VI and TUM handheld takes (up to ~1 m/s and 270 deg/s) under every tracker of
+    # the matrix, its spikes taken out: a rejection here would be of real motion.
+    from training.matrix import real_pieces, TRACKERS
+    from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS
+    import dataclasses
+    pieces = list(real_pieces(rate_hz))
+    if not pieces:
+        pytest.skip('shared real takes not available')
+    for i, (name, t, p, q) in enumerate(pieces):
+        for tracker in TRACKERS:
+            noise = dataclasses.replace(NOISE_PRESETS[tracker], spike_rate_hz=0.0)
+            take = add_tracker_noise(t, p, q, noise, 100 + i)
+            smoother = make_smoother('kalman')
+            smoother.smooth(take.t, take.noisy_p, take.noisy_q)
+            assert (smoother.stats.outliers, smoother.stats.resets) == (0, 0), (name, tracker)

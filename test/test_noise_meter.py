@@ -106,3 +106,49 @@ def test_the_offline_reading_equals_the_streamed_one():
     batched.update_take(take.t, take.noisy_p, take.noisy_q)
     assert batched.position_sigma_m == pytest.approx(streamed.position_sigma_m, rel=1e-9)
     assert batched.rotation_sigma_deg == pytest.approx(streamed.rotation_sigma_deg, rel=1e-9)
+
+
+def total_reading(take):
+    meter = NoiseMeter()
+    meter.update_take(take.t, take.noisy_p, take.noisy_q)
+    total = meter.total_sigmas()
+    return None if total is None else (total[0] * 1e3, np.degrees(total[1]))
+
+
+@pytest.mark.parametrize('rate_hz', [25.0, 240.0])
+@pytest.mark.parametrize('mm, coloured', [(0.02, 0.0), (0.5, 0.0), (5.0, 0.0),
+                                          (0.02, 2.0), (0.2, 2.0), (0.8, 2.0)])
+def test_on_holds_it_reads_the_total_noise_coloured_part_included(mm, coloured, rate_hz):
+    # Coloured: AR(1) noise wandering over half a second, twice the white part's sigma.
+    noise = tracker(mm, coloured_pos_m=coloured * mm * 1e-3,
+                    coloured_rot_deg=coloured * mm * DEG_PER_MM, coloured_time_s=0.5)
+    total_mm = mm * np.hypot(1.0, coloured)
+    pos_mm, rot_deg = total_reading(simulate('locked_off', 30.0, rate_hz, 11, noise))
+    assert pos_mm == pytest.approx(total_mm, rel=0.25)
+    assert rot_deg == pytest.approx(total_mm * DEG_PER_MM, rel=0.25)
+
+
+@pytest.mark.parametrize('scenario', ['handheld', 'whip_pan', 'crane'])
+def test_a_moving_camera_is_no_hold(scenario):
+    assert total_reading(simulate(scenario, 30.0, 60.0, 3, tracker(0.5))) is None
+
+
+@pytest.mark.parametrize('rate_hz, mm', [(60.0, 0.5), (60.0, 5.0), (240.0, 0.05)])
+def test_locked_off_and_handheld_readings_of_one_tracker_agree(rate_hz, mm):
+    still = reading(simulate('locked_off', 15.0, rate_hz, 5, tracker(mm)))
+    handheld = reading(simulate('handheld', 15.0, rate_hz, 5, tracker(mm)))
+    for a, b in zip(still, handheld):
+        assert abs(b / a - 1.0) < 0.25
+
+
+def test_the_offline_total_reading_equals_the_streamed_one():
+    take = simulate('locked_off', 20.0, 60.0, 4, tracker(0.5, spike_rate_hz=1.0,
+                                                         spike_m=0.03, spike_deg=1.0))
+    streamed = NoiseMeter()
+    for t, p, q in zip(take.t.tolist(), take.noisy_p.tolist(), take.noisy_q.tolist()):
+        streamed.update(t, p, q)
+    batched = NoiseMeter()
+    batched.update_take(take.t, take.noisy_p, take.noisy_q)
+    assert streamed.total_sigmas() is not None
+    np.testing.assert_allclose(batched.total_sigmas(), streamed.total_sigmas(), rtol=1e-9)
+    assert 'on holds' in streamed.reading()

@@ -34,6 +34,7 @@ from collections import deque
 import math
 
 from camstab_ros.core import quaternion as quat
+from camstab_ros.core.noise_meter import NoiseMeter, REFERENCE_NOISE
 from camstab_ros.core.params import ParamSpec
 from camstab_ros.core.smoother import Estimate, Smoother, stack
 from filterpy.common import Q_continuous_white_noise
@@ -48,6 +49,11 @@ START_DERIVATIVE_STD = ((2.0, 20.0), (2.0, 20.0))
 # An interval longer than GAP_FACTOR times the running mean interval is a bridged gap.
 GAP_FACTOR = 2.5
 MEAN_INTERVAL_RATE = 0.05
+REFERENCE_VARIANCE = np.array(REFERENCE_NOISE) ** 2
+# Smallest measurement variance (m^2, rad^2) taken from the noise meter.
+UNMEASURED_VARIANCE = 1e-14
+# Time constant of the decaying peak of recent innovations that widens the gate.
+GATE_MEMORY_S = 0.5
 # Frames per batch when the offline smoother computes its gains (bounds temporary memory).
 GAIN_CHUNK = 65536
 
@@ -64,15 +70,21 @@ KALMAN_PARAMS = {
         6.31e-6, 'spectral density of the white noise driving orientation: angular '
         'acceleration (cv) or jerk (ca); scaled up during moves by the adaptive process '
         'noise', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
-    'measurement_noise_m': ParamSpec(0.0005, 'tracker position noise, std per axis', 'm',
-                                     1e-7, 1.0),
-    'measurement_noise_deg': ParamSpec(0.02, 'tracker orientation noise, std per axis',
-                                       'deg', 1e-6, 10.0),
+    'measurement_noise_m': ParamSpec(
+        0.0, "tracker position noise, std per axis; 0 or 'auto': measured online from the "
+        'stream (the noise meter)', 'm', 1e-7, 1.0, auto=True),
+    'measurement_noise_deg': ParamSpec(
+        0.0, "tracker orientation noise, std per axis; 0 or 'auto': measured online from "
+        'the stream (the noise meter)', 'deg', 1e-6, 10.0, auto=True),
     'gate_sigma': ParamSpec(
         6.0, 'Mahalanobis distance of the innovation (3 degrees of freedom per group) '
-        'beyond which a measurement is an outlier', 'sigma', 1.0, 1e6),
+        'beyond which a measurement may be an outlier', 'sigma', 1.0, 1e6),
+    'gate_motion_ratio': ParamSpec(
+        5.0, 'the gate is also never narrower than this multiple of the recent innovations '
+        '(their decaying peak): a manoeuvre widens it, a spike in a hold stays outside',
+        'x', 1.0, 1e6),
     'gate_max_consecutive': ParamSpec(
-        3, 'out-of-gate measurements rejected in a row as outliers; the next one '
+        1, 'out-of-gate measurements rejected in a row as outliers; the next one '
         'restarts the filter there', 'frames', 1, 1000),
     'reset_jump_m': ParamSpec(
         0.25, 'a jump from the predicted position beyond this is never smoothed: an outlier '
@@ -103,7 +115,10 @@ class PoseKalmanFilter:
     covariances and `q` the filtered orientation (x, y, z, w tuple). For the backward pass
     it also keeps the step's transition `F`, predicted covariance `P_pred`, `increment`
     (filtered minus predicted state) and `restarted` (per group: a new segment starts).
-    `F` is None after a full (re)start.
+    `F` is None after a full (re)start. `position` and `output_q` are the estimate to
+    emit: the state, or the measurement of a group passed through (`passed`). `spikes` > 0
+    says that the last `spikes` frames before this one were spikes in `spike_groups`: a
+    smoother that has not emitted them yet replaces them by the state.
     """
 
     def __init__(self, params, stats):
@@ -119,12 +134,16 @@ class PoseKalmanFilter:
         density = np.array([params['process_noise'], params['rot_process_noise']])
         self._q_coef = Q_continuous_white_noise(n, 1.0, 1.0)[None] * density[:, None, None]
         self._q_pow = 2 * n - 1 - row - col
-        self._r = np.array([params['measurement_noise_m'],
-                            math.radians(params['measurement_noise_deg'])]) ** 2
-        self._start_P = np.zeros((2, n, n))
-        for g in (POS, ROT):
-            derivative_var = [s * s for s in START_DERIVATIVE_STD[g][:n - 1]]
-            self._start_P[g] = np.diag([self._r[g]] + derivative_var)
+        fixed = np.array([params['measurement_noise_m'],
+                          math.radians(params['measurement_noise_deg'])]) ** 2
+        # Groups whose noise is 'auto' (0) take the noise meter's reading at every step.
+        self._auto = [bool(v == 0.0) for v in fixed]
+        self._fixed_r = fixed
+        self._meter = NoiseMeter() if any(self._auto) else None
+        self._r = np.where(self._auto, UNMEASURED_VARIANCE, fixed)
+        self._start_derivative_var = [[s * s for s in START_DERIVATIVE_STD[g][:n - 1]]
+                                      for g in (POS, ROT)]
+        self._motion_ratio2 = params['gate_motion_ratio'] ** 2
         self._gate2 = params['gate_sigma'] ** 2
         self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
         self._max_run = params['gate_max_consecutive']
@@ -147,8 +166,24 @@ class PoseKalmanFilter:
         if self.t is not None and not t > self.t:
             raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
         previous, self.t = self.t, t
-        if previous is None or t - previous > self._timeout:
-            if previous is not None:
+        meter = self._meter
+        if meter is not None:
+            if previous is not None and t - previous > self._timeout:
+                meter.restart()
+            meter.update(t, position, q)
+            measured = meter.ready
+            if measured:
+                sigma_p, sigma_r = meter.sigmas()
+                if self._auto[POS]:
+                    self._r[POS] = max(sigma_p * sigma_p, UNMEASURED_VARIANCE)
+                if self._auto[ROT]:
+                    self._r[ROT] = max(sigma_r * sigma_r, UNMEASURED_VARIANCE)
+        else:
+            measured = True
+        if previous is None or t - previous > self._timeout or not measured:
+            # Until the tracker's noise is measured the filter (re)starts at every
+            # measurement: it passes them through.
+            if previous is not None and measured:
                 self.stats.resets += 1
             self._start(position, q)
             return
@@ -156,7 +191,9 @@ class PoseKalmanFilter:
         self._count_gap(dt)
         F = self.transition(dt)
         x = F @ self.x
-        Q = self._q_coef * dt ** self._q_pow
+        # The process noise is set for the reference tracker and scales with the
+        # measurement noise: the filter trades noise against motion alike for any tracker.
+        Q = self._q_coef * (self._r / REFERENCE_VARIANCE)[:, None, None] * dt ** self._q_pow
         P_pred = F @ self.P @ F.T + Q
         q_meas = q.tolist()
         y = np.empty((2, 3))
@@ -168,39 +205,67 @@ class PoseKalmanFilter:
         s = P_pred[:, 0, 0] + self._r
         gain = P_pred[:, :, 0] / s[:, None]
         s_pos, s_rot = s.tolist()
-        out_pos = yy_pos > self._gate2 * s_pos or yy_pos > self._jump2[POS]
-        out_rot = yy_rot > self._gate2 * s_rot or yy_rot > self._jump2[ROT]
-        anchor_pos = anchor_rot = False
+        # The envelope of recent innovations decays over GATE_MEMORY_S.
+        decay = math.exp(-dt / GATE_MEMORY_S)
+        level = [v * decay for v in self._level]
+        out_pos = out_rot = False
+        if measured:
+            out_pos = yy_pos > max(self._gate2 * s_pos, self._motion_ratio2 * level[POS]) \
+                or yy_pos > self._jump2[POS]
+            out_rot = yy_rot > max(self._gate2 * s_rot, self._motion_ratio2 * level[ROT]) \
+                or yy_rot > self._jump2[ROT]
+        anchor = [False, False]
+        passed = [False, False]
+        self.spikes = 0
         if out_pos or out_rot:
             if self._run < self._max_run:
+                # A causal filter cannot tell a spike from the first frame of a whip pan
+                # (at 25 Hz both are a jump of a degree or more; real takes have both): the
+                # frame goes out as measured, no worse than the raw input, while the state
+                # coasts on its track until the next measurement tells which it was.
                 self._run += 1
-                self.stats.outliers += 1
+                passed = [out_pos, out_rot]
+                self._suspects = [a or b for a, b in zip(self._suspects, passed)]
             else:
                 self._run = 0
+                self._suspects = [False, False]
                 self.stats.resets += 1
-                anchor_pos, anchor_rot = out_pos, out_rot
+                anchor = [out_pos, out_rot]
             for group, out in ((POS, out_pos), (ROT, out_rot)):
                 if out:
                     gain[group] = 0.0
                     if undo is not None:
                         self._undo_adapt(P_pred, undo, group)
-        else:
-            self._run = 0
+        elif self._run:
+            # The jump did not persist: the measurements passed through were spikes.
+            self.stats.outliers += self._run
+            self.spikes, self._run = self._run, 0
+            self.spike_groups, self._suspects = self._suspects, [False, False]
+        # The envelope takes every innovation but a suspect's: a jump that persisted was
+        # motion, and the gate opens to it.
+        for group, yy in ((POS, yy_pos), (ROT, yy_rot)):
+            if not passed[group]:
+                level[group] = max(level[group], yy)
+        self._level = level
         increment = gain[:, :, None] * y[:, None, :]
         x += increment
         P = P_pred - gain[:, :, None] * P_pred[:, None, 0, :]
-        if anchor_pos:
+        if anchor[POS]:
             self._anchor(x, P, POS, position, position - self._previous_position, dt)
-        if anchor_rot:
+        if anchor[ROT]:
             self._anchor(x, P, ROT, 0.0, quat.log_relative(self._previous_q, q_meas), dt)
             self.q = tuple(q_meas)
         else:
             self.q = quat.compose_exp(self.q, x[ROT, 0].tolist())
             x[ROT, 0] = 0.0
         self.x, self.P = x, P
+        self.position = position.copy() if passed[POS] else x[POS, 0].copy()
+        self.output_q = tuple(q_meas) if passed[ROT] else self.q
         self._previous_position, self._previous_q = position.copy(), q_meas
         self.F, self.P_pred, self.increment = F, P_pred, increment
-        self.restarted = (anchor_pos, anchor_rot)
+        # A passed-through frame stands alone: no smoothing links it to its neighbours.
+        self.passed = passed
+        self.restarted = (anchor[POS] or passed[POS], anchor[ROT] or passed[ROT])
 
     def _adapt(self, Q, P_pred, yy):
         """
@@ -235,9 +300,15 @@ class PoseKalmanFilter:
     def _start(self, position, q):
         self.x = np.zeros((2, self.n, 3))
         self.x[POS, 0] = position
-        self.P = self._start_P.copy()
+        self.P = self._start_covariance()
         self.q = tuple(q.tolist())
         self._previous_position, self._previous_q = position.copy(), self.q
+        self.position, self.output_q = self.x[POS, 0].copy(), self.q
+        self._level = [0.0, 0.0]
+        self.passed = [False, False]
+        self._suspects = [False, False]
+        self.spikes = 0
+        self.spike_groups = [False, False]
         self.F = self.P_pred = self.increment = None
         self.restarted = (True, True)
         self._run = 0
@@ -255,9 +326,14 @@ class PoseKalmanFilter:
         x[group] = 0.0
         x[group, 0] = value
         x[group, 1] = np.asarray(change) / dt
-        P[group] = self._start_P[group]
+        P[group] = self._start_covariance()[group]
         P[group, 0, 1] = P[group, 1, 0] = r / dt
         P[group, 1, 1] = 2.0 * r / dt ** 2
+
+    def _start_covariance(self):
+        """Prior covariances (2, n, n) of a (re)start at a measurement."""
+        return np.stack([np.diag([self._r[g]] + self._start_derivative_var[g])
+                         for g in (POS, ROT)])
 
     def _count_gap(self, dt):
         if self._mean_interval is None:
@@ -316,24 +392,38 @@ class Kalman(Smoother):
     def _update(self, t, position, quaternion):
         kf = self._filter
         kf.step(t, position, quaternion)
-        return Estimate(t, kf.x[POS, 0].copy(), np.array(kf.q), _covariance_6x6(kf.P))
+        return Estimate(t, kf.position, np.array(kf.output_q), _covariance_6x6(kf.P))
 
 
 class _Frame:
     """A forward-filtered frame held for the fixed-lag backward pass."""
 
-    __slots__ = ('t', 'position', 'q', 'P', 'gain', 'increment', 'P_pred')
+    __slots__ = ('t', 'position', 'q', 'state', 'P', 'gain', 'restarted', 'increment',
+                 'P_pred')
 
     def __init__(self, kf, previous):
-        self.t, self.position, self.q, self.P = kf.t, kf.x[POS, 0].copy(), kf.q, kf.P
+        self.t, self.position, self.q, self.P = kf.t, kf.position, kf.output_q, kf.P
+        self.state = (kf.x[POS, 0].copy(), kf.q)
+        self.restarted = list(kf.restarted)
         if kf.F is None:
             self.gain = np.zeros_like(kf.P)
             self.increment = np.zeros_like(kf.x)
             self.P_pred = kf.P
         else:
             self.gain = _smoother_gain(kf.F, previous.P, kf.P_pred)
-            self.gain[list(kf.restarted)] = 0.0
             self.increment, self.P_pred = kf.increment, kf.P_pred
+
+    def revise(self, groups):
+        """A passed-through measurement was a spike: in `groups`, emit the state instead."""
+        if groups[POS]:
+            self.position = self.state[0]
+        if groups[ROT]:
+            self.q = self.state[1]
+        self.restarted = [r and not g for r, g in zip(self.restarted, groups)]
+
+    def linked_gain(self):
+        """The smoother gain, zero for a group that starts a new segment here."""
+        return np.where(np.array(self.restarted)[:, None, None], 0.0, self.gain)
 
 
 class FixedLagKalman(Smoother):
@@ -353,8 +443,11 @@ class FixedLagKalman(Smoother):
         self._window = deque()
 
     def _update(self, t, position, quaternion):
-        self._filter.step(t, position, quaternion)
-        self._window.append(_Frame(self._filter, self._window[-1] if self._window else None))
+        kf = self._filter
+        kf.step(t, position, quaternion)
+        for k in range(1, min(kf.spikes, len(self._window)) + 1):
+            self._window[-k].revise(kf.spike_groups)
+        self._window.append(_Frame(kf, self._window[-1] if self._window else None))
         if len(self._window) <= self.delay_frames:
             return None
         estimate = self._smoothed(1)[0]
@@ -374,7 +467,7 @@ class FixedLagKalman(Smoother):
     def _smoothed(self, count):
         """Smoothed Estimates of the oldest `count` held frames."""
         frames = list(self._window)
-        c, P_s = _rts_backward([f.gain for f in frames], [f.increment for f in frames],
+        c, P_s = _rts_backward([f.linked_gain() for f in frames], [f.increment for f in frames],
                                [f.P for f in frames], [f.P_pred for f in frames])
         return [Estimate(f.t, f.position + c[k, POS, 0],
                          np.array(quat.compose_exp(f.q, c[k, ROT, 0].tolist())),
@@ -432,6 +525,7 @@ class RauchTungStriebel(Smoother):
         kf = PoseKalmanFilter(self.params, self.stats)
         size, n = len(t), kf.n
         p_f, q_f = np.empty((size, 3)), np.empty((size, 4))
+        state_p, state_q = np.empty((size, 3)), np.empty((size, 4))
         P_f = np.empty((size, 2, n, n))
         P_pred = np.broadcast_to(np.eye(n), (size, 2, n, n)).copy()
         increment = np.zeros((size, 2, n, 3))
@@ -440,7 +534,15 @@ class RauchTungStriebel(Smoother):
         rows = range(size)
         for k in (progress(rows) if progress else rows):
             kf.step(t[k], p[k], q[k])
-            p_f[k], q_f[k], P_f[k], restarted[k] = kf.x[POS, 0], kf.q, kf.P, kf.restarted
+            p_f[k], q_f[k], P_f[k], restarted[k] = kf.position, kf.output_q, kf.P, kf.restarted
+            for j in range(max(k - kf.spikes, 0), k):
+                # Passed-through spikes: the state instead, linked to their neighbours.
+                if kf.spike_groups[POS]:
+                    p_f[j] = state_p[j]
+                if kf.spike_groups[ROT]:
+                    q_f[j] = state_q[j]
+                restarted[j] &= ~np.array(kf.spike_groups)
+            state_p[k], state_q[k] = kf.x[POS, 0], kf.q
             if kf.F is not None:
                 dt[k], P_pred[k], increment[k] = t[k] - t[k - 1], kf.P_pred, kf.increment
         gain = np.zeros_like(P_f)

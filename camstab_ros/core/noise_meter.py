@@ -17,6 +17,14 @@ can remove without lag. Coloured noise that wanders over tens of frames lies in 
 of real camera motion and cannot be told from it during motion. At low rates, fast real
 motion (8-12 Hz hand tremor at 25 Hz) adds a floor to the reading (0.67 mm / 0.06 deg on
 simulated handheld at 25 Hz, 0.075 mm / 0.008 deg at 60 Hz, under 0.005 mm at 240 Hz).
+
+The total noise, coloured part included, can only be seen while the camera holds still:
+the meter also cuts the stream into HOLD_BLOCK_S blocks, and a block whose quarters' means
+move slower than DESIGN.md's "still" (5 mm/s and 0.5 deg/s) is a hold: the median of
+the robust spreads (median absolute deviations) of the last HOLD_BLOCKS holds is the
+total reading (within -15% of AR(1)
+noise wandering over 0.5 s; exact on white noise). On a take without holds there is no
+total reading.
 """
 from collections import deque
 import math
@@ -36,6 +44,12 @@ TIME_CONSTANT_S = 2.0
 GATE_SIGMA = 4.0
 # ...unless more than this share of the last second was gated: then the noise has risen.
 MAX_GATED_SHARE = 0.3
+# Hold blocks: length (s), parts whose means must move slower than the still speeds
+# (m/s, rad/s), blocks kept.
+HOLD_BLOCK_S = 4.0
+HOLD_PARTS = 4
+STILL_SPEED = (0.005, math.radians(0.5))
+HOLD_BLOCKS = 8
 
 
 class NoiseMeter:
@@ -52,12 +66,14 @@ class NoiseMeter:
         self._mad = None            # the running median of |z|, per axis
         self._gated = 0.0           # running share of gated samples
         self._count = 0
+        self._holds = deque(maxlen=HOLD_BLOCKS)  # (position, rotation) spreads of holds
 
     def restart(self):
         """Start the differences afresh (a gap or a clock step), keeping the reading."""
         self._window = deque(maxlen=ORDER + 1)  # the last (t, six values)
         self._angle = None          # accumulated body-frame rotation vector (rad)
         self._last_q = None
+        self._block_t, self._block = [], []     # the samples of the current hold block
 
     @property
     def ready(self):
@@ -75,11 +91,31 @@ class NoiseMeter:
         sigma = self._group_sigma(3)
         return None if sigma is None else math.degrees(sigma)
 
+    @property
+    def total_ready(self):
+        """Tell whether a hold was seen (the total reading exists)."""
+        return bool(self._holds)
+
+    def total_sigmas(self):
+        """Return the total (position m, rotation rad) sigmas seen on holds, or None."""
+        if not self._holds:
+            return None
+        return tuple(float(np.median(column)) for column in zip(*self._holds))
+
+    def sigmas(self):
+        """Return (position sigma in m, rotation sigma in rad); call only when ready."""
+        return self._group_sigma(0), self._group_sigma(3)
+
     def reading(self):
         """Return the reading as text, e.g. '0.48 mm / 0.021 deg' (or 'measuring')."""
         if not self.ready:
             return 'measuring'
-        return f'{self.position_sigma_m * 1e3:.3g} mm / {self.rotation_sigma_deg:.3g} deg'
+        text = f'{self.position_sigma_m * 1e3:.3g} mm / {self.rotation_sigma_deg:.3g} deg'
+        total = self.total_sigmas()
+        if total is not None:
+            text += (f' (on holds, coloured part included: {total[0] * 1e3:.3g} mm / '
+                     f'{math.degrees(total[1]):.3g} deg)')
+        return text
 
     def update(self, t, position, quaternion):
         """Take one valid measurement (stamps increasing, unit quaternion)."""
@@ -92,9 +128,15 @@ class NoiseMeter:
             self._angle = (ax + sx, ay + sy, az + sz)
         self._last_q = q
         window = self._window
-        window.append((t, (*position, *self._angle)))
+        values = (*position, *self._angle)
+        window.append((t, values))
         if len(window) == ORDER + 1:
             self._measure(window)
+        self._block_t.append(t)
+        self._block.append(values)
+        if t - self._block_t[0] >= HOLD_BLOCK_S:
+            self._hold_block(np.array(self._block_t), np.array(self._block))
+            self._block_t, self._block = [], []
 
     def update_take(self, t, p, q):
         """
@@ -125,8 +167,31 @@ class NoiseMeter:
                 self._track(row, dt)
         for k in range(max(n - ORDER - 1, 0), n):
             self._window.append((float(t[k]), tuple(values[k].tolist())))
+        start = 0
+        for stop in range(1, n + 1):
+            if t[stop - 1] - t[start] >= HOLD_BLOCK_S:
+                self._hold_block(t[start:stop], values[start:stop])
+                start = stop
+        self._block_t, self._block = t[start:].tolist(), [tuple(v) for v in values[start:]]
         self._last_q = tuple(q[-1].tolist())
         self._angle = tuple(angle[-1].tolist())
+
+    def _hold_block(self, t, values):
+        """Keep the spreads of a block of samples (t (n,), values (n, 6)) if it is a hold."""
+        if len(t) < 2 * ORDER * HOLD_PARTS:
+            return
+        # Still: the means of its HOLD_PARTS parts move slower than STILL_SPEED.
+        parts = np.array_split(np.arange(len(t)), HOLD_PARTS)
+        means = np.array([values[rows].mean(axis=0) for rows in parts])
+        times = np.array([t[rows].mean() for rows in parts])
+        speeds = np.diff(means, axis=0) / np.diff(times)[:, None]
+        for group in (0, 1):
+            if np.max(np.linalg.norm(speeds[:, 3 * group:3 * group + 3], axis=1)) > \
+                    STILL_SPEED[group]:
+                return
+        # The spread about the median, robust to spikes: median |deviation| / MAD_PER_SIGMA.
+        spread = np.median(np.abs(values - np.median(values, axis=0)), axis=0) / MAD_PER_SIGMA
+        self._holds.append((float(spread[:3].mean()), float(spread[3:].mean())))
 
     def _measure(self, window):
         times = [t for t, _ in window]
@@ -186,3 +251,36 @@ def _unit_weights(times):
             _WEIGHTS.clear()
         _WEIGHTS[key] = weights
     return weights
+
+
+# The tracker noise the fixed parameters of `ema` and `one_euro` were tuned for (the
+# simulation's default tracker): per-axis std of position (m) and orientation (rad).
+REFERENCE_NOISE = (0.0005, math.radians(0.02))
+NOISE_SCALING = ('auto', 'off')
+
+
+class NoiseScale:
+    """
+    The measured tracker noise over REFERENCE_NOISE, per group, for smoothers whose
+    parameters were set for the reference tracker (`noise_scaling` 'auto').
+
+    `update()` feeds the meter; `ratios()` returns (position, orientation) ratios, or
+    None while the meter has no reading (the smoother then passes measurements through).
+    """
+
+    def __init__(self):
+        """Start with an empty meter."""
+        self.meter = NoiseMeter()
+
+    def update(self, t, position, quaternion):
+        """Take one measurement; return the ratios as `ratios()`."""
+        self.meter.update(t, position, quaternion)
+        return self.ratios()
+
+    def ratios(self):
+        """Return (measured / reference) for position and orientation, or None."""
+        if not self.meter.ready:
+            return None
+        sigma_p, sigma_r = self.meter.sigmas()
+        return (max(sigma_p, 1e-12) / REFERENCE_NOISE[0],
+                max(sigma_r, 1e-12) / REFERENCE_NOISE[1])

@@ -22,6 +22,8 @@ class ParamSpec:
     A list default makes a string-array parameter. `check`, when given, is called with
     the converted value (before the choices are checked, so it can say why a value is
     not among them) and raises ValueError with the reason when the value is invalid.
+    `auto`: the number 0 (or the word 'auto') means "measured online" and is valid
+    outside the range; the parameter stays a number for ROS.
     """
 
     default: object
@@ -31,6 +33,7 @@ class ParamSpec:
     high: float = None
     choices: tuple = ()
     check: object = None
+    auto: bool = False
 
     def describe_range(self):
         """Describe the valid values in words, for error messages and descriptors."""
@@ -42,7 +45,8 @@ class ParamSpec:
             return 'a list of strings'
         if self.low is None or self.high is None:
             return 'any text' if isinstance(self.default, str) else 'any number'
-        return f'{self.low} .. {self.high}' + (f' {self.unit}' if self.unit else '')
+        span = f'{self.low} .. {self.high}' + (f' {self.unit}' if self.unit else '')
+        return f"'auto' (0: measured online) or {span}" if self.auto else span
 
     def coerce(self, name, value):
         """Convert and check a value; ParameterError naming the parameter if invalid."""
@@ -52,7 +56,8 @@ class ParamSpec:
             raise ParameterError(
                 f'parameter {name!r}: cannot use {value!r}; valid: {self.describe_range()}'
             ) from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+                self.auto and value == 0):
             if not math.isfinite(value) or (self.low is not None and value < self.low) or (
                     self.high is not None and value > self.high):
                 raise ParameterError(
@@ -81,6 +86,8 @@ class ParamSpec:
                 raise ValueError(value)
             return int(value)
         if isinstance(default, float):
+            if self.auto and isinstance(value, str) and value.strip().lower() == 'auto':
+                return 0.0
             return float(value)
         if isinstance(default, (list, tuple)):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):

@@ -1,0 +1,35 @@
+"""The tracker matrix (training/matrix.py): its takes and its summary."""
+from camstab_ros.core.simulation import NOISE_PRESETS, simulate
+from camstab_ros.io.trajectory import read_trajectory
+import numpy as np
+import pytest
+from training import matrix
+
+
+def test_real_pieces_never_span_a_gap_of_the_recorded_truth():
+    pieces = list(matrix.real_pieces(60.0))
+    if not pieces:
+        pytest.skip('shared real takes not available')
+    truths = {name: read_trajectory(matrix.REAL / name) for name in matrix.REAL_TAKES}
+    for name, t, p, q in pieces:
+        truth = truths[name.split('@')[0] + '_groundtruth.txt']
+        inside = truth.t[(truth.t >= t[0] - 0.1) & (truth.t <= t[-1] + 0.1)]
+        step = np.median(np.diff(truth.t))
+        assert np.max(np.diff(inside)) <= matrix.MAX_TRUTH_GAP * step, name
+        assert matrix.MIN_PIECE_S - 0.1 <= t[-1] - t[0] <= matrix.PIECE_SECONDS
+        assert np.allclose(np.linalg.norm(q, axis=1), 1.0)
+
+
+def test_a_cell_measures_every_method_against_raw_and_the_oracle():
+    sim = simulate('dolly', 8.0, 60.0, 5, NOISE_PRESETS['none'])
+    cell = matrix.run_cell(('dolly', 'optical', 60.0, sim.t, sim.truth_p, sim.truth_q, 9))
+    name, tracker, rate, rows = cell
+    assert {'raw', 'oracle', 'passthrough', 'kalman'} <= set(rows)
+    assert rows['passthrough']['screen_rmse_px'] == pytest.approx(rows['raw']['screen_rmse_px'])
+    # The oracle picks its gains on the truth: never worse than raw (alpha 1 is raw).
+    assert rows['oracle']['pos_rmse_mm'] <= rows['raw']['pos_rmse_mm'] * (1 + 1e-9)
+    figures = matrix.summary([cell, cell])
+    assert figures['passthrough']['worst_screen_rmse_px'] == pytest.approx(1.0)
+    assert figures['passthrough']['takes_worse_than_raw'] == 0
+    assert figures['kalman']['takes'] == 2
+    assert 'kalman' in matrix.table(figures)
