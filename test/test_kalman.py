@@ -116,9 +116,13 @@ def test_variable_frame_rate_is_smoothed_in_order_kalman_fixed_lag_rts(model):
     t = random_stamps(1500)
     truth_p, truth_q, p, q = noisy_take(t, pos_noise=0.002, rot_noise_deg=0.1)
     errors = {'raw': (pos_rmse(p, truth_p), rot_rmse(q, truth_q))}
+    # RESPONSIVE's process noise, stated for this tracker: it is set for the reference
+    # tracker (0.5 mm / 0.02 deg) and scales with the measurement noise.
+    responsive = dict(RESPONSIVE, process_noise=RESPONSIVE['process_noise'] / 4 ** 2,
+                      rot_process_noise=RESPONSIVE['rot_process_noise'] / 5 ** 2)
     for name in METHODS:
         smoother = make_smoother(name, model=model, measurement_noise_m=0.002,
-                                 measurement_noise_deg=0.1, **RESPONSIVE)
+                                 measurement_noise_deg=0.1, **responsive)
         _, p_s, q_s = smoother.smooth(t, p, q)
         assert np.all(np.isfinite(p_s)) and np.all(np.isfinite(q_s))
         assert smoother.stats.outliers == 0 and smoother.stats.resets == 0

@@ -22,7 +22,7 @@ from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENAR
 from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
-from training import dataset
+from training import dataset, matrix
 from training.splits import TEST_SEEDS
 
 
@@ -363,6 +363,14 @@ def main(argv=None):
               'same take. jitter_vs_rts: RMS frame-to-frame change of (method - rts); '
               'reduction relative to the raw stream; lag: the time shift against rts.', '',
               table(mosys_rows, mosys_cols), '']
+    matrix_json = ROOT / 'docs' / 'matrix.json'
+    if matrix_json.is_file():
+        lines += ['## The tracker matrix: every tracker, rate and motion', '',
+                  'From the last run of `.venv/bin/python -m training.matrix` (its table and '
+                  'method: [matrix.md](matrix.md)): worst and geometric-mean ratios to the '
+                  'raw input over simulated and real takes x `optical_fine`, `optical`, '
+                  '`inside_out` x 25/60/240 Hz, with the per-cell oracle.', '',
+                  matrix.table(json.loads(matrix_json.read_text())['figures']), '']
     lines += ['## Figures', '',
               '- `docs/figures/tradeoff_jitter_still_vs_rmse.png`: still jitter vs RMSE, '
               'classical methods swept over their parameters, learned models as points.',

@@ -50,12 +50,22 @@ class ExponentialMovingAverage(Smoother):
         self._t = None
         self._p = None
         self._q = None
-        self._scale = NoiseScale() if self.params['noise_scaling'] == 'auto' else None
+        self._scale = (NoiseScale(self.noise_meter) if self.params['noise_scaling'] == 'auto'
+                       else None)
 
     def _update(self, t, position, quaternion):
-        ratios = (1.0, 1.0) if self._scale is None else self._scale.update(
-            t, position, quaternion)
-        if self._t is None or ratios is None:
+        if self._scale is not None:
+            self._scale.update(t, position, quaternion)
+        if self._t is None:
+            ratios = None
+        elif self._scale is None:
+            ratios = (1.0, 1.0)
+        else:  # the speeds: this measurement's step from the filtered pose
+            dt = t - self._t
+            ratios = self._scale.ratios(
+                dt, float(np.linalg.norm(position - self._p)) / dt,
+                math.sqrt(sum(v * v for v in quat.log_relative(self._q, quaternion))) / dt)
+        if ratios is None:
             self._p, self._q = position.copy(), quaternion
         else:
             dt = t - self._t
@@ -121,11 +131,12 @@ class OneEuro(Smoother):
         self._p = self._q = None
         self._dp = np.zeros(3)
         self._dw = np.zeros(3)
-        self._scale = NoiseScale() if self.params['noise_scaling'] == 'auto' else None
+        self._scale = (NoiseScale(self.noise_meter) if self.params['noise_scaling'] == 'auto'
+                       else None)
 
     def _update(self, t, position, quaternion):
-        ratios = (1.0, 1.0) if self._scale is None else self._scale.update(
-            t, position, quaternion)
+        if self._scale is not None:
+            self._scale.update(t, position, quaternion)
         if self._t is None:
             self._p, self._q = position.copy(), quaternion
             self._t = t
@@ -137,6 +148,8 @@ class OneEuro(Smoother):
         step = np.array(quat.log_relative(self._q, quaternion))
         self._dw = self._dw + a_d * (step / dt - self._dw)
         self._t = t
+        ratios = (1.0, 1.0) if self._scale is None else self._scale.ratios(
+            dt, float(np.linalg.norm(self._dp)), float(np.linalg.norm(self._dw)))
         if ratios is None:
             self._p, self._q = position.copy(), quaternion
             return Estimate(t, self._p.copy(), self._q)

@@ -34,7 +34,7 @@ from collections import deque
 import math
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.noise_meter import NoiseMeter, REFERENCE_NOISE
+from camstab_ros.core.noise_meter import NoiseMeter, REFERENCE_NOISE, trusted_sigma
 from camstab_ros.core.params import ParamSpec
 from camstab_ros.core.smoother import Estimate, Smoother, stack
 from filterpy.common import Q_continuous_white_noise
@@ -121,7 +121,11 @@ class PoseKalmanFilter:
     smoother that has not emitted them yet replaces them by the state.
     """
 
-    def __init__(self, params, stats):
+    def __init__(self, params, stats, meter=None):
+        """
+        Build the filter; `meter`: a NoiseMeter fed by its owner, else the filter feeds its
+        own (for the groups whose measurement noise is 'auto').
+        """
         self.stats = stats
         n = self.n = MODEL_ORDER[params['model']]
         row, col = np.indices((n, n))
@@ -139,7 +143,8 @@ class PoseKalmanFilter:
         # Groups whose noise is 'auto' (0) take the noise meter's reading at every step.
         self._auto = [bool(v == 0.0) for v in fixed]
         self._fixed_r = fixed
-        self._meter = NoiseMeter() if any(self._auto) else None
+        self._meter = (meter or NoiseMeter()) if any(self._auto) else None
+        self._feeds_meter = meter is None
         self._r = np.where(self._auto, UNMEASURED_VARIANCE, fixed)
         self._start_derivative_var = [[s * s for s in START_DERIVATIVE_STD[g][:n - 1]]
                                       for g in (POS, ROT)]
@@ -168,12 +173,17 @@ class PoseKalmanFilter:
         previous, self.t = self.t, t
         meter = self._meter
         if meter is not None:
-            if previous is not None and t - previous > self._timeout:
-                meter.restart()
-            meter.update(t, position, q)
+            if self._feeds_meter:
+                if previous is not None and t - previous > self._timeout:
+                    meter.restart()
+                meter.update(t, position, q)
             measured = meter.ready
             if measured:
                 sigma_p, sigma_r = meter.sigmas()
+                if self._mean_interval is not None:
+                    speed_p, speed_r = np.linalg.norm(self.x[:, 1], axis=1).tolist()
+                    sigma_p = trusted_sigma(sigma_p, self._mean_interval, speed_p, POS)
+                    sigma_r = trusted_sigma(sigma_r, self._mean_interval, speed_r, ROT)
                 if self._auto[POS]:
                     self._r[POS] = max(sigma_p * sigma_p, UNMEASURED_VARIANCE)
                 if self._auto[ROT]:
@@ -387,7 +397,7 @@ class Kalman(Smoother):
     PARAMS = KALMAN_PARAMS
 
     def _reset(self):
-        self._filter = PoseKalmanFilter(self.params, self.stats)
+        self._filter = PoseKalmanFilter(self.params, self.stats, self.noise_meter)
 
     def _update(self, t, position, quaternion):
         kf = self._filter
@@ -439,7 +449,7 @@ class FixedLagKalman(Smoother):
         return self.params['delay_frames']
 
     def _reset(self):
-        self._filter = PoseKalmanFilter(self.params, self.stats)
+        self._filter = PoseKalmanFilter(self.params, self.stats, self.noise_meter)
         self._window = deque()
 
     def _update(self, t, position, quaternion):

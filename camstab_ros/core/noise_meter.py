@@ -253,6 +253,29 @@ def _unit_weights(times):
     return weights
 
 
+# Below this rate a moving camera's motion leaks into the white reading (see the module
+# docstring); the stabilisers then trust the reading less, by (rate / it)^2.
+MOTION_FLOOR_RATE_HZ = 60.0
+
+
+def trusted_sigma(sigma, interval_s, speed, group):
+    """
+    Return the white sigma a smoother may use: `sigma` while the camera holds still, or
+    at MOTION_FLOOR_RATE_HZ and above; scaled down by (rate / MOTION_FLOOR_RATE_HZ)^2
+    while it moves faster than STILL_SPEED[group] (m/s or rad/s) at a lower rate.
+
+    At 25 Hz the reading of a fast handheld move is its tremor and non-cubic motion, up to
+    thirty times a fine tracker's noise (0.05 deg against 0.002 deg on the real TUM-VI
+    takes), and a filter that believed it would smooth the real motion away. While the
+    camera holds, the reading is the tracker's: a 25 Hz locked-off shot is smoothed as
+    hard as a 60 Hz one.
+    """
+    if speed <= STILL_SPEED[group]:
+        return sigma
+    rate_ratio = 1.0 / (interval_s * MOTION_FLOOR_RATE_HZ)
+    return sigma * min(rate_ratio, 1.0) ** 2
+
+
 # The tracker noise the fixed parameters of `ema` and `one_euro` were tuned for (the
 # simulation's default tracker): per-axis std of position (m) and orientation (rad).
 REFERENCE_NOISE = (0.0005, math.radians(0.02))
@@ -268,19 +291,25 @@ class NoiseScale:
     None while the meter has no reading (the smoother then passes measurements through).
     """
 
-    def __init__(self):
-        """Start with an empty meter."""
-        self.meter = NoiseMeter()
+    def __init__(self, meter=None):
+        """Read `meter` (fed by its owner), else feed a meter of its own."""
+        self.meter = meter or NoiseMeter()
+        self._feeds = meter is None
 
     def update(self, t, position, quaternion):
-        """Take one measurement; return the ratios as `ratios()`."""
-        self.meter.update(t, position, quaternion)
-        return self.ratios()
+        """Take one measurement (before `ratios()` for it)."""
+        if self._feeds:
+            self.meter.update(t, position, quaternion)
 
-    def ratios(self):
-        """Return (measured / reference) for position and orientation, or None."""
+    def ratios(self, interval_s, speed_p, speed_r):
+        """
+        Return (trusted sigma / reference) for position and orientation, or None.
+
+        interval_s: the frame interval; speed_p, speed_r: the camera's speeds (m/s, rad/s)
+        as the smoother sees them (`trusted_sigma`).
+        """
         if not self.meter.ready:
             return None
         sigma_p, sigma_r = self.meter.sigmas()
-        return (max(sigma_p, 1e-12) / REFERENCE_NOISE[0],
-                max(sigma_r, 1e-12) / REFERENCE_NOISE[1])
+        return (max(trusted_sigma(sigma_p, interval_s, speed_p, 0), 1e-12) / REFERENCE_NOISE[0],
+                max(trusted_sigma(sigma_r, interval_s, speed_r, 1), 1e-12) / REFERENCE_NOISE[1])

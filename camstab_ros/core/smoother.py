@@ -49,6 +49,9 @@ class Smoother:
     - `batched`: `smooth()` is a vectorised fast path, not a loop over `update()`;
     - `fallback` / `model_status`: a learned method that could not load its model and
       runs `kalman` instead says so here.
+    A method that uses the tracker's measured noise feeds its own `NoiseMeter`, unless the
+    pipeline attaches its meter (`attach_noise_meter`), which it then reads and keeps over
+    resets.
     """
 
     name = ''
@@ -58,6 +61,7 @@ class Smoother:
     PARAMS = {}
     fallback = False
     model_status = 'no model (classical method)'
+    noise_meter = None
 
     def __init__(self, **params):
         try:
@@ -78,6 +82,11 @@ class Smoother:
     def reset(self):
         self._last_q = None
         self._reset()
+
+    def attach_noise_meter(self, meter):
+        """Read the tracker's noise from `meter`, fed by its owner (the next take on)."""
+        self.noise_meter = meter
+        self.reset()
 
     def update(self, t, position, quaternion):
         # Scalar arithmetic on one 4-vector: several times cheaper than the array helpers

@@ -245,6 +245,7 @@ class Stabilizer:
         self.max_future_s = max_future_s
         self.validator = MeasurementValidator(max_position_m)
         self.noise = NoiseMeter()     # the tracker's noise, measured on the valid stream
+        _share_noise_meter(smoother, self.noise)
         self.dropped = Counter()      # PIPELINE_REASONS (the validator counts the rest)
         self.pipeline_resets = 0      # gap and reach resets of the current smoother
         self.reach_resets = 0
@@ -387,6 +388,7 @@ class Stabilizer:
 
     def switch(self, smoother):
         """Replace the smoother at run time (warm-up, then cross-fade); returns Outputs."""
+        _share_noise_meter(smoother, self.noise)
         if self._old is not None:  # a switch during a cross-fade starts from the newest
             self._end_blend()
         self._past_stats = self.stats
@@ -736,6 +738,17 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
     store(stabilizer.finish())
     _check_valid(stabilizer, valid)
     return out_p, out_q, valid
+
+
+def _share_noise_meter(smoother, meter):
+    """
+    Let a streaming causal smoother read the pipeline's noise meter.
+
+    One meter per stream (its reading survives smoother resets and switches) and none
+    fed twice. Batched and offline smoothers run a take at once and keep their own.
+    """
+    if smoother.causal and not smoother.batched:
+        smoother.attach_noise_meter(meter)
 
 
 def _batched_take(stabilizer, t, p, q, progress):
