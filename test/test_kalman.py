@@ -412,3 +412,43 @@ def test_real_handheld_motion_is_never_rejected(rate_hz):
             smoother = make_smoother('kalman')
             smoother.smooth(take.t, take.noisy_p, take.noisy_q)
             assert (smoother.stats.outliers, smoother.stats.resets) == (0, 0), (name, tracker)
+
+
+@pytest.mark.parametrize('mm', [0.05, 2.0])
+def test_auto_measurement_noise_filters_as_the_true_noise_would(mm):
+    # The reading of the noise meter stands in for a figure nobody on a stage knows.
+    noise = TrackerNoise(pos_sigma_m=mm * 1e-3, rot_sigma_deg=mm * 0.04)
+    take = simulate('dolly', 20.0, 60.0, 8, noise)
+    errors = {}
+    for name, params in (('auto', {}), ('true', {'measurement_noise_m': mm * 1e-3,
+                                                 'measurement_noise_deg': mm * 0.04})):
+        _, p_s, q_s = make_smoother('kalman', **params).smooth(take.t, take.noisy_p,
+                                                               take.noisy_q)
+        errors[name] = (pos_rmse(p_s, take.truth_p), rot_rmse(q_s, take.truth_q))
+    raw = (pos_rmse(take.noisy_p, take.truth_p), rot_rmse(take.noisy_q, take.truth_q))
+    for axis in (0, 1):
+        assert errors['auto'][axis] == pytest.approx(errors['true'][axis], rel=0.1)
+        assert errors['auto'][axis] < raw[axis]
+
+
+def test_until_the_noise_is_measured_measurements_pass_through():
+    t = regular_stamps(30)
+    _, _, p, q = noisy_take(t)
+    _, p_s, q_s = make_smoother('kalman').smooth(t, p, q)
+    np.testing.assert_array_equal(p_s[:8], p[:8])
+    assert not np.allclose(p_s[10:], p[10:])
+
+
+def test_the_pipeline_keeps_its_noise_reading_over_a_smoother_reset():
+    from camstab_ros.core.stabilizer import Stabilizer
+    t = regular_stamps(400)
+    _, _, p, q = noisy_take(t)
+    t[200:] += 1.0  # a pause longer than dropout_timeout_s: the smoother restarts
+    stabilizer = Stabilizer(make_smoother('kalman'))
+    out = []
+    for i in range(len(t)):
+        _, outputs = stabilizer.process(t[i], p[i], q[i], i)
+        out += [o.position for o in outputs]
+    assert stabilizer.smoother.noise_meter is stabilizer.noise
+    # Filtered from the first pose after the pause: the reading survived the restart.
+    assert not np.allclose(np.array(out[201:209]), p[201:209])

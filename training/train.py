@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HYBRID_KALMAN = {
     'model': 'cv', 'process_noise': 0.01, 'rot_process_noise': 1.0,
     'measurement_noise_m': 0.0005, 'measurement_noise_deg': 0.02, 'gate_sigma': 20.0,
-    'gate_motion_ratio': 1.0, 'gate_max_consecutive': 3, 'reset_jump_m': 0.25, 'reset_jump_deg': 30.0,
+    'gate_motion_ratio': 1.0,
+    'gate_max_consecutive': 3, 'reset_jump_m': 0.25, 'reset_jump_deg': 30.0,
     'dropout_timeout_s': 0.5, 'maneuver_rate': 0.0, 'maneuver_threshold': 2.0,
     'maneuver_max_scale': 1e9,
 }

@@ -26,8 +26,8 @@ from pathlib import Path
 import sys
 
 from camstab_ros.core.evaluation import run_take
-from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.methods import smoother_class
+from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate
 import numpy as np
 from scipy.optimize import minimize

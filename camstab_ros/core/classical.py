@@ -36,10 +36,10 @@ class ExponentialMovingAverage(Smoother):
     name = 'ema'
     description = 'exponential moving average, slerp for orientation'
     PARAMS = {
-        'time_constant_s': ParamSpec(0.0245, 'position time constant (for the reference '
+        'time_constant_s': ParamSpec(0.002007, 'position time constant (for the reference '
                                      'tracker noise when noise_scaling is auto)', 's',
                                      0.0, 10.0),
-        'rot_time_constant_s': ParamSpec(0.0243, 'orientation time constant (likewise)', 's',
+        'rot_time_constant_s': ParamSpec(0.001237, 'orientation time constant (likewise)', 's',
                                          0.0, 10.0),
         'noise_scaling': ParamSpec('auto', 'auto: the time constants scale with the '
                                    "tracker's noise measured online; off: fixed",
@@ -110,13 +110,14 @@ class OneEuro(Smoother):
     name = 'one_euro'
     description = 'One Euro filter (speed-adaptive cutoff), slerp for orientation'
     PARAMS = {
-        'min_cutoff': ParamSpec(0.0393, 'position cutoff frequency at rest', 'Hz',
+        'min_cutoff': ParamSpec(0.008773, 'position cutoff frequency at rest (for the '
+                                'reference tracker noise when noise_scaling is auto)', 'Hz',
                                 1e-3, 1000.0),
-        'beta': ParamSpec(471.6, 'position cutoff increase per unit speed', 'Hz per m/s',
+        'beta': ParamSpec(2159.0, 'position cutoff increase per unit speed', 'Hz per m/s',
                           0.0, 1e6),
-        'rot_min_cutoff': ParamSpec(1.383, 'orientation cutoff frequency at rest', 'Hz',
+        'rot_min_cutoff': ParamSpec(0.2778, 'orientation cutoff frequency at rest', 'Hz',
                                     1e-3, 1000.0),
-        'rot_beta': ParamSpec(330.5, 'orientation cutoff increase per unit angular speed',
+        'rot_beta': ParamSpec(4535.0, 'orientation cutoff increase per unit angular speed',
                               'Hz per rad/s', 0.0, 1e6),
         'd_cutoff': ParamSpec(1.0, 'cutoff frequency of the speed estimate', 'Hz',
                               1e-3, 1000.0),

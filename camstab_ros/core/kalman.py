@@ -57,19 +57,21 @@ GATE_MEMORY_S = 0.5
 # Frames per batch when the offline smoother computes its gains (bounds temporary memory).
 GAIN_CHUNK = 65536
 
-# Defaults of model, process_noise and rot_process_noise: training/tune_classical.py. The
-# tuned base process noise is tiny: the adaptive process noise (maneuver_*) does the work.
+# Defaults of process_noise, rot_process_noise and maneuver_threshold:
+# training/tune_classical.py (the training tracker matrix). The tuned base process noise is
+# tiny: the adaptive process noise (maneuver_*) does the work during moves.
 KALMAN_PARAMS = {
     'model': ParamSpec('cv', 'motion model per axis: constant velocity or constant '
                        'acceleration', choices=('cv', 'ca')),
     'process_noise': ParamSpec(
-        2.512e-9, 'spectral density of the white noise driving position: acceleration (cv) '
-        'or jerk (ca); scaled up during moves by the adaptive process noise',
+        4.462e-9, 'spectral density of the white noise driving position: acceleration (cv) '
+        'or jerk (ca), for the reference tracker (0.5 mm), scaled with the measurement '
+        'noise; scaled up during moves by the adaptive process noise',
         'm^2/s^3 (cv), m^2/s^5 (ca)', 1e-12, 1e12),
     'rot_process_noise': ParamSpec(
-        6.31e-6, 'spectral density of the white noise driving orientation: angular '
-        'acceleration (cv) or jerk (ca); scaled up during moves by the adaptive process '
-        'noise', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
+        7.582e-5, 'spectral density of the white noise driving orientation: angular '
+        'acceleration (cv) or jerk (ca), for the reference tracker (0.02 deg), scaled with '
+        'the measurement noise; scaled up during moves by the adaptive process noise', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
     'measurement_noise_m': ParamSpec(
         0.0, "tracker position noise, std per axis; 0 or 'auto': measured online from the "
         'stream (the noise meter)', 'm', 1e-7, 1.0, auto=True),
@@ -84,8 +86,9 @@ KALMAN_PARAMS = {
         '(their decaying peak): a manoeuvre widens it, a spike in a hold stays outside',
         'x', 1.0, 1e6),
     'gate_max_consecutive': ParamSpec(
-        1, 'out-of-gate measurements rejected in a row as outliers; the next one '
-        'restarts the filter there', 'frames', 1, 1000),
+        1, 'out-of-gate measurements in a row passed through as measured while the filter '
+        'coasts; a jump lasting longer restarts the filter there (back on the track '
+        'sooner: they were spikes)', 'frames', 1, 1000),
     'reset_jump_m': ParamSpec(
         0.25, 'a jump from the predicted position beyond this is never smoothed: an outlier '
         'or, when it persists, a re-localisation', 'm', 1e-4, 1e3),
@@ -99,7 +102,7 @@ KALMAN_PARAMS = {
         0.3, 'adaptive process noise: smoothing rate of the innovation variance that '
         'widens the filter during moves (0: fixed process noise)', '1/frame', 0.0, 1.0),
     'maneuver_threshold': ParamSpec(
-        2.0, 'innovation variance, as a multiple of the predicted one, above which the '
+        2.819, 'innovation variance, as a multiple of the predicted one, above which the '
         'filter widens', 'x', 1.0, 100.0),
     'maneuver_max_scale': ParamSpec(
         1e9, 'largest factor the adaptive process noise may reach', 'x', 1.0, 1e12),
@@ -123,8 +126,10 @@ class PoseKalmanFilter:
 
     def __init__(self, params, stats, meter=None):
         """
-        Build the filter; `meter`: a NoiseMeter fed by its owner, else the filter feeds its
-        own (for the groups whose measurement noise is 'auto').
+        Build the filter.
+
+        meter: a NoiseMeter fed by its owner; without one the filter feeds its own (for
+        the groups whose measurement noise is 'auto').
         """
         self.stats = stats
         n = self.n = MODEL_ORDER[params['model']]
@@ -153,6 +158,7 @@ class PoseKalmanFilter:
         self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
         self._max_run = params['gate_max_consecutive']
         self._timeout = params['dropout_timeout_s']
+        self._mean_interval = None
         self._maneuver_rate = params['maneuver_rate']
         self._max_scale = params['maneuver_max_scale']
         self._threshold = params['maneuver_threshold']
@@ -392,8 +398,9 @@ def _rts_backward(gain, increment, P_f=None, P_pred=None):
 
 class Kalman(Smoother):
     name = 'kalman'
-    description = ('constant-velocity / constant-acceleration Kalman filter with outlier '
-                   'gating, coasting through dropouts and reset on re-localisation jumps')
+    description = ('constant-velocity / constant-acceleration Kalman filter on the '
+                   "tracker's measured noise, with a gate that never rejects real motion, "
+                   'coasting through dropouts and restart on re-localisation jumps')
     PARAMS = KALMAN_PARAMS
 
     def _reset(self):
@@ -424,7 +431,7 @@ class _Frame:
             self.increment, self.P_pred = kf.increment, kf.P_pred
 
     def revise(self, groups):
-        """A passed-through measurement was a spike: in `groups`, emit the state instead."""
+        """Emit the state in `groups`: the measurement passed through was a spike."""
         if groups[POS]:
             self.position = self.state[0]
         if groups[ROT]:
@@ -432,7 +439,7 @@ class _Frame:
         self.restarted = [r and not g for r, g in zip(self.restarted, groups)]
 
     def linked_gain(self):
-        """The smoother gain, zero for a group that starts a new segment here."""
+        """Return the smoother gain, zero for a group that starts a new segment here."""
         return np.where(np.array(self.restarted)[:, None, None], 0.0, self.gain)
 
 

@@ -260,9 +260,11 @@ MOTION_FLOOR_RATE_HZ = 60.0
 
 def trusted_sigma(sigma, interval_s, speed, group):
     """
-    Return the white sigma a smoother may use: `sigma` while the camera holds still, or
-    at MOTION_FLOOR_RATE_HZ and above; scaled down by (rate / MOTION_FLOOR_RATE_HZ)^2
-    while it moves faster than STILL_SPEED[group] (m/s or rad/s) at a lower rate.
+    Return the white sigma a smoother may use.
+
+    That is `sigma` while the camera holds still, or at MOTION_FLOOR_RATE_HZ and above;
+    scaled down by (rate / MOTION_FLOOR_RATE_HZ)^2 while it moves faster than
+    STILL_SPEED[group] (m/s or rad/s) at a lower rate.
 
     At 25 Hz the reading of a fast handheld move is its tremor and non-cubic motion, up to
     thirty times a fine tracker's noise (0.05 deg against 0.002 deg on the real TUM-VI
@@ -284,8 +286,10 @@ NOISE_SCALING = ('auto', 'off')
 
 class NoiseScale:
     """
-    The measured tracker noise over REFERENCE_NOISE, per group, for smoothers whose
-    parameters were set for the reference tracker (`noise_scaling` 'auto').
+    The measured tracker noise over REFERENCE_NOISE, per group.
+
+    For smoothers whose parameters were set for the reference tracker (`noise_scaling`
+    'auto').
 
     `update()` feeds the meter; `ratios()` returns (position, orientation) ratios, or
     None while the meter has no reading (the smoother then passes measurements through).
