@@ -34,7 +34,8 @@ from collections import deque
 import math
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.noise_meter import NoiseMeter, REFERENCE_NOISE, trusted_sigma
+from camstab_ros.core.noise_meter import (MOTION_FLOOR_RATE_HZ, NoiseMeter, REFERENCE_NOISE,
+                                          trusted_sigma)
 from camstab_ros.core.params import ParamSpec
 from camstab_ros.core.smoother import Estimate, Smoother, stack
 from filterpy.common import Q_continuous_white_noise
@@ -186,7 +187,8 @@ class PoseKalmanFilter:
             measured = meter.ready
             if measured:
                 sigma_p, sigma_r = meter.sigmas()
-                if self._mean_interval is not None:
+                if self._mean_interval is not None and \
+                        self._mean_interval * MOTION_FLOOR_RATE_HZ > 1.0:
                     speed_p, speed_r = np.linalg.norm(self.x[:, 1], axis=1).tolist()
                     sigma_p = trusted_sigma(sigma_p, self._mean_interval, speed_p, POS)
                     sigma_r = trusted_sigma(sigma_r, self._mean_interval, speed_r, ROT)
