@@ -72,7 +72,8 @@ KALMAN_PARAMS = {
     'rot_process_noise': ParamSpec(
         7.582e-5, 'spectral density of the white noise driving orientation: angular '
         'acceleration (cv) or jerk (ca), for the reference tracker (0.02 deg), scaled with '
-        'the measurement noise; scaled up during moves by the adaptive process noise', 'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
+        'the measurement noise; scaled up during moves by the adaptive process noise',
+        'rad^2/s^3 (cv), rad^2/s^5 (ca)', 1e-12, 1e12),
     'measurement_noise_m': ParamSpec(
         0.0, "tracker position noise, std per axis; 0 or 'auto': measured online from the "
         'stream (the noise meter)', 'm', 1e-7, 1.0, auto=True),
