@@ -344,6 +344,7 @@ def test_a_hostile_model_card_set_at_run_time_falls_back_and_the_node_lives(ros,
     ('method', 'rts', 'not causal'),
     ('method', 'nope', "unknown method 'nope'"),
     ('kalman.process_noise', -1.0, 'out of range'),
+    ('kalman.measurement_noise_m', 1e-9, "'auto' (0: measured online) or 1e-07"),
     ('kalman.model', 'cubic', "'cubic' is not valid"),
     ('timer_rate_hz', 'fast', 'Wrong parameter type'),
 ])
@@ -352,6 +353,15 @@ def test_invalid_parameter_values_are_rejected_with_a_reason(ros, name, value, r
     assert not results[0].successful
     assert reason in results[0].reason
     assert ros.diagnostics_of('camera_stabilizer').get('method') != value
+
+
+def test_measured_noise_is_the_default_and_a_fixed_figure_is_taken(ros):
+    # 0 is 'auto' (below the range of a fixed figure, which ROS must still let through).
+    assert set_parameters(ros, 'camera_stabilizer', **{
+        'kalman.measurement_noise_m': 0.0005})[0].successful
+    assert set_parameters(ros, 'camera_stabilizer', **{
+        'kalman.measurement_noise_m': 0.0})[0].successful
+    assert 'mm /' in ros.diagnostics_of('camera_stabilizer')['tracker_noise']
 
 
 def publish_and_wait(ros, publisher, messages):

@@ -65,8 +65,13 @@ def parameter_descriptor(name, spec, read_only=False):
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.low), to_value=int(spec.high), step=1)]
     elif isinstance(spec.default, float):
+        # An 'auto' parameter also takes 0, below its range: ROS checks 0..high, the
+        # core check (on set) the rest.
+        low = 0.0 if spec.auto else float(spec.low)
         descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+            from_value=low, to_value=float(spec.high), step=0.0)]
+        if spec.auto:
+            descriptor.additional_constraints = spec.describe_range()
     return descriptor
 
 
