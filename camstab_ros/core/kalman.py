@@ -13,19 +13,30 @@ covariance and one gain per group: states have shape (2 groups, n, 3 axes) and
 covariances (2, n, n). Estimate.covariance is diagonal: per-axis variances of position
 (m^2) and of the body-frame rotation error r (rad^2).
 
+The tracker's noise: with `measurement_noise_m` / `_deg` 0 ('auto', the default) the
+measurement noise R of a group is the noise meter's white reading (below 60 Hz, while the
+camera moves, trusted less: noise_meter.trusted_sigma); until the meter has a reading the
+filter restarts at every measurement (passes them through). The process noise is stated
+for the reference tracker and scales with R / R_ref, so any tracker sees the same trade-off.
+
 Robustness rules, applied to each measurement in this order:
 1. The first measurement, or one after a gap longer than `dropout_timeout_s`, (re)starts
    the filter there (a restart after a gap counts in stats.resets). A shorter gap is
    bridged by predicting over it (stats.coasted counts intervals longer than 2.5 times the
    recent mean interval). Timestamps must increase (ValueError otherwise).
-2. A group is out of gate when its innovation's Mahalanobis distance exceeds `gate_sigma`
-   or its distance from the prediction exceeds `reset_jump_m` / `reset_jump_deg`.
-3. Up to `gate_max_consecutive` measurements in a row with a group out of gate are
-   outliers (stats.outliers): out-of-gate groups coast on their prediction, the other
-   group updates. A spike no longer than that never reaches the output.
+2. A group is out of gate when its innovation exceeds both `gate_sigma` Mahalanobis
+   distances and `gate_motion_ratio` times the decaying peak of its recent innovations (a
+   moving camera widens its own gate), or its distance from the prediction exceeds
+   `reset_jump_m` / `reset_jump_deg`.
+3. Up to `gate_max_consecutive` measurements in a row with a group out of gate go out as
+   measured in that group (no worse than the raw input: a causal filter cannot tell a
+   spike from a whip pan's first frame) while the group's state coasts. When the next
+   measurement is back in the gate they were spikes (stats.outliers) and never touched the
+   state; fixed_lag and rts, which have not emitted them yet, replace them by the state.
 4. The next measurement still out of gate is a persistent change (a re-localisation jump,
    or motion the model did not expect, like a whip pan): each out-of-gate group restarts
-   at it, its rate taken from this and the previous measurement (stats.resets).
+   at it, its rate taken from this and the previous measurement (stats.resets), and the
+   gate's envelope learns the jump.
 fixed_lag and rts add a Rauch-Tung-Striebel backward pass to the same forward pass. It
 stops at every restart (of either group), so a take is smoothed as independent segments
 and nothing is smeared across a jump.
@@ -121,7 +132,7 @@ class PoseKalmanFilter:
     it also keeps the step's transition `F`, predicted covariance `P_pred`, `increment`
     (filtered minus predicted state) and `restarted` (per group: a new segment starts).
     `F` is None after a full (re)start. `position` and `output_q` are the estimate to
-    emit: the state, or the measurement of a group passed through (`passed`). `spikes` > 0
+    emit: the state, or the measurement of a group passed through. `spikes` > 0
     says that the last `spikes` frames before this one were spikes in `spike_groups`: a
     smoother that has not emitted them yet replaces them by the state.
     """
@@ -227,12 +238,10 @@ class PoseKalmanFilter:
         # The envelope of recent innovations decays over GATE_MEMORY_S.
         decay = math.exp(-dt / GATE_MEMORY_S)
         level = [v * decay for v in self._level]
-        out_pos = out_rot = False
-        if measured:
-            out_pos = yy_pos > max(self._gate2 * s_pos, self._motion_ratio2 * level[POS]) \
-                or yy_pos > self._jump2[POS]
-            out_rot = yy_rot > max(self._gate2 * s_rot, self._motion_ratio2 * level[ROT]) \
-                or yy_rot > self._jump2[ROT]
+        out_pos = yy_pos > max(self._gate2 * s_pos, self._motion_ratio2 * level[POS]) \
+            or yy_pos > self._jump2[POS]
+        out_rot = yy_rot > max(self._gate2 * s_rot, self._motion_ratio2 * level[ROT]) \
+            or yy_rot > self._jump2[ROT]
         anchor = [False, False]
         passed = [False, False]
         self.spikes = 0
@@ -283,7 +292,6 @@ class PoseKalmanFilter:
         self._previous_position, self._previous_q = position.copy(), q_meas
         self.F, self.P_pred, self.increment = F, P_pred, increment
         # A passed-through frame stands alone: no smoothing links it to its neighbours.
-        self.passed = passed
         self.restarted = (anchor[POS] or passed[POS], anchor[ROT] or passed[ROT])
 
     def _adapt(self, Q, P_pred, yy):
@@ -324,7 +332,6 @@ class PoseKalmanFilter:
         self._previous_position, self._previous_q = position.copy(), self.q
         self.position, self.output_q = self.x[POS, 0].copy(), self.q
         self._level = [0.0, 0.0]
-        self.passed = [False, False]
         self._suspects = [False, False]
         self.spikes = 0
         self.spike_groups = [False, False]
