@@ -225,3 +225,43 @@ def test_evaluate_reports_screen_metrics_first_in_the_view_asked(take, tmp_path)
     result = camstab('evaluate', '--truth', take / 'truth.tum', '--fov-deg', '0',
                      take / 'noisy.tum')
     assert result.returncode == 2 and 'fov_deg' in result.stderr
+
+
+@pytest.mark.parametrize('args, message', [
+    (('simulate', '--seconds', '1e9'), 'needs about'),
+    (('simulate', '--seconds', 86400, '--rate', 240), 'half of this machine'),
+    (('simulate', '--noise', 'loud'), 'available: none, quiet_optical'),
+    (('bench', '--ros', '--seconds', '1e9'), 'need 0 < --seconds <= 86400'),
+    (('bench', '--freed', '--seconds', 0), 'need 0 < --seconds <= 86400'),
+    (('bench', '--ros', '--seconds', 80000), 'needs about'),
+])
+def test_takes_too_large_to_make_exit_2_before_allocating(tmp_path, args, message):
+    result = camstab(*args, *(('--out', tmp_path / 'take') if args[0] == 'simulate' else ()))
+    assert result.returncode == 2
+    assert message in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'take').exists()
+
+
+@pytest.mark.parametrize('unit, scale', [('ms', 1e3), ('ns', 1e9)])
+def test_stamps_in_another_unit_are_refused_or_taken_with_time_unit(tmp_path, unit, scale):
+    assert camstab('simulate', '--scenario', 'dolly', '--seconds', 5, '--rate', 50,
+                   '--out', tmp_path).returncode == 0
+    for name in ('noisy', 'truth'):
+        lines = (tmp_path / f'{name}.tum').read_text().splitlines()
+        rows = [line.split() for line in lines if not line.startswith('#')]
+        (tmp_path / f'{name}_{unit}.tum').write_text(''.join(
+            f'{float(r[0]) * scale:.0f} ' + ' '.join(r[1:]) + '\n' for r in rows))
+    noisy, out = tmp_path / f'noisy_{unit}.tum', tmp_path / 'out.tum'
+    refused = camstab('smooth', noisy, out)
+    assert refused.returncode == 2 and '--time-unit' in refused.stderr
+    assert 'median time step' in refused.stderr and not out.exists()
+    taken = camstab('smooth', '--time-unit', unit, noisy, out)
+    assert taken.returncode == 0, taken.stderr
+    assert 'resets' not in taken.stdout
+    stamps = [float(line.split()[0]) for line in out.read_text().splitlines()
+              if not line.startswith('#')]
+    assert stamps[:3] == [float(line.split()[0])
+                          for line in noisy.read_text().splitlines()[:3]]
+    evaluated = camstab('evaluate', '--time-unit', unit, '--methods', 'kalman', '--truth',
+                        tmp_path / f'truth_{unit}.tum', noisy)
+    assert evaluated.returncode == 0, evaluated.stderr

@@ -14,6 +14,7 @@ noise (or switching one effect on) never changes the motion or the other effects
 from dataclasses import dataclass, fields, replace
 import math
 import numbers
+import os
 from typing import NamedTuple
 
 from camstab_ros.core import quaternion as quat
@@ -29,6 +30,9 @@ MIN_RATE_HZ = 1.0
 MAX_RATE_HZ = 1000.0
 
 GRID_HZ = 500.0          # sampling of the filtered-noise components before interpolation
+# Peak memory of simulate() per grid and output sample (measured: 0.41 MB per second of a
+# 240 Hz handheld take, over 300-1200 s).
+BYTES_PER_SAMPLE = 600
 PREROLL_S = 30.0         # filter settling time simulated before t = 0
 MIN_JERK_PEAK = 1.875    # peak speed of a minimum-jerk move = 1.875 * distance / duration
 # Tripod head pivot -> camera tracking point, in the camera frame: the camera sits on top
@@ -142,7 +146,21 @@ def _check_clock(scenario, seconds, rate_hz):
     frames = int(round(seconds * rate_hz))
     if frames < 2:
         raise ValueError(f'a take of {seconds!r} s at {rate_hz!r} Hz has fewer than 2 frames')
+    need, limit = seconds * (GRID_HZ + rate_hz) * BYTES_PER_SAMPLE, memory_limit_bytes()
+    if need > limit:
+        raise ValueError(f'a take of {seconds:g} s at {rate_hz:g} Hz needs about '
+                         f'{need / 2 ** 30:.3g} GiB to simulate; the limit is '
+                         f"{limit / 2 ** 30:.3g} GiB (half of this machine's memory): "
+                         'simulate shorter takes')
     return frames
+
+
+def memory_limit_bytes():
+    """Return the most memory a simulation may take: half of the physical memory."""
+    try:
+        return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): assume 8 GiB
+        return 4 * 2 ** 30
 
 
 def _check_trajectory(t, p, q):

@@ -1,7 +1,11 @@
 """`camstab bench`: per-pose cost of each method; with --ros or --freed, node latency."""
 from camstab_ros.core.evaluation import BENCH_SCENARIO, benchmark
 from camstab_ros.core.methods import list_methods
-from camstab_ros.tools.common import format_table, methods_arg, write_json
+from camstab_ros.tools.common import format_table, methods_arg, UsageError, write_json
+
+
+# The longest --ros / --freed run: a day (a longer one is a typo, not a soak).
+MAX_SECONDS = 86400.0
 
 
 def configure_bench(parser):
@@ -29,6 +33,10 @@ def configure_bench(parser):
 
 def run_bench(args):
     """Print the per-pose cost table (or run the --ros / --freed benchmark)."""
+    if (args.ros or args.freed) and not (0.0 < args.seconds <= MAX_SECONDS
+                                         and 1.0 <= args.rate_hz <= 1000.0):
+        raise UsageError(f'need 0 < --seconds <= {MAX_SECONDS:g} and 1 <= --rate-hz <= 1000, '
+                         f'got {args.seconds:g} and {args.rate_hz:g}')
     if args.ros:
         from camstab_ros.tools.ros_bench import run_ros_bench
         return run_ros_bench(args)

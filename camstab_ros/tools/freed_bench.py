@@ -9,7 +9,6 @@ import json
 import select
 import socket
 import subprocess
-import sys
 import time
 
 from camstab_ros.io import freed
@@ -86,10 +85,6 @@ def bridge_latency(rate_hz=240.0, seconds=10.0, method='kalman', warmup_s=1.0):
 
 def run_freed_bench(args):
     """Run the benchmark from parsed `camstab bench --freed` arguments; exit code."""
-    if not (args.seconds > 0 and 1.0 <= args.rate_hz <= 1000.0):
-        print('bench --freed failed: need --seconds > 0 and 1 <= --rate-hz <= 1000',
-              file=sys.stderr)
-        return 2
     result = bridge_latency(args.rate_hz, args.seconds, args.method)
     print(f"freed_bridge ({result['method']}) at {result['rate_hz']:g} Hz: "
           f"{result['measured']} of {result['sent_after_warmup']} datagrams answered; "

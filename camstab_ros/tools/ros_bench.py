@@ -21,6 +21,7 @@ import time
 
 from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp, stamp_to_ns
 from camstab_ros.nodes.scaffolding import run_node
+from camstab_ros.tools.common import UsageError
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
                                          private_env, rss_mb, sigint_as_flag, spin_while)
 from geometry_msgs.msg import PoseStamped
@@ -45,7 +46,9 @@ def run_ros_bench(args):
     try:
         result = ros_latency_benchmark(args.seconds, args.rate_hz, args.method,
                                        args.domain_id, args.hostile)
-    except (BenchError, ValueError) as exc:
+    except ValueError as exc:  # bad input, e.g. a take too long to simulate
+        raise UsageError(str(exc)) from None
+    except BenchError as exc:
         print(f'bench --ros failed: {exc}', file=sys.stderr)
         return 1
     print(format_report(result))

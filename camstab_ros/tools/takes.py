@@ -12,6 +12,7 @@ from camstab_ros.core.stabilizer import stabilizer_for
 from camstab_ros.io.trajectory import read_trajectory, TrajectoryError, write_trajectory
 from camstab_ros.tools.common import (add_view_arguments, format_table, methods_arg, parse_params,
                                       UsageError, view_of, write_json)
+import numpy as np
 
 
 # Takes longer than this many poses show a progress bar.
@@ -25,11 +26,33 @@ def _progress(total, desc):
     return partial(tqdm, total=total, desc=desc, unit='pose', file=sys.stderr, leave=False)
 
 
-def _read(path):
+# Seconds per unit of --time-unit; a median frame interval outside STEP_RANGE_S (a tracker
+# at 1 Hz to 100 kHz) means stamps in another unit.
+TIME_UNITS = {'s': 1.0, 'ms': 1e-3, 'us': 1e-6, 'ns': 1e-9}
+STEP_RANGE_S = (1e-5, 1.0)
+
+
+def _read(path, time_unit='s'):
+    """Read a trajectory; its stamps in seconds (UsageError when they cannot be)."""
     try:
-        return read_trajectory(path)
+        traj = read_trajectory(path)
     except TrajectoryError as exc:
         raise UsageError(str(exc)) from None
+    t = traj.t * TIME_UNITS[time_unit]
+    if len(t) > 1:
+        step = float(np.median(np.diff(t)))
+        if not STEP_RANGE_S[0] <= step <= STEP_RANGE_S[1]:
+            raise UsageError(
+                f"{path}: the median time step is {step:.3g} s, not a tracker's (1 Hz to "
+                f'100 kHz): are the stamps in another unit? Say it with --time-unit '
+                f'{{{",".join(TIME_UNITS)}}} (now {time_unit})')
+    return traj, t
+
+
+def add_time_unit_argument(parser):
+    """Add --time-unit to parser."""
+    parser.add_argument('--time-unit', choices=tuple(TIME_UNITS), default='s',
+                        help='unit of the stamps in the files (default s)')
 
 
 def configure_simulate(parser):
@@ -77,6 +100,7 @@ def configure_smooth(parser):
     parser.add_argument('--strict', action='store_true',
                         help='exit 2 when a learned method cannot load its model (without '
                         'it: a warning, and the method runs kalman instead)')
+    add_time_unit_argument(parser)
     parser.add_argument('input', help='trajectory (.tum, .txt, .csv) or rosbag2 (directory, '
                         '.mcap, .db3)')
     parser.add_argument('output')
@@ -109,9 +133,9 @@ def run_smooth(args):
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f'{args.output}: the output would overwrite the input; choose '
                          'another path')
-    traj = _read(args.input)
+    traj, t = _read(args.input, args.time_unit)
     try:
-        result = run_take(args.method, traj.t, traj.p, traj.q, params,
+        result = run_take(args.method, t, traj.p, traj.q, params,
                           progress=_progress(len(traj), args.method), strict=args.strict)
     except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
@@ -133,21 +157,23 @@ def configure_evaluate(parser):
     parser.add_argument('--strict', action='store_true',
                         help='exit 2 when a learned method cannot load its model (without '
                         'it: a warning, and the method runs kalman instead)')
+    add_time_unit_argument(parser)
     parser.add_argument('noisy')
 
 
 def run_evaluate(args):
     """Print the metrics of each method on NOISY against TRUTH."""
     methods = args.methods or list_methods()
-    noisy, truth = _read(args.noisy), _read(args.truth)
+    (noisy, t), (truth, truth_t) = (_read(args.noisy, args.time_unit),
+                                    _read(args.truth, args.time_unit))
     try:
-        truth_p, truth_q = matched_truth(truth.t, truth.p, truth.q, noisy.t)
+        truth_p, truth_q = matched_truth(truth_t, truth.p, truth.q, t)
     except ValueError as exc:
         raise UsageError(f'{args.truth}: {exc}') from None
     try:
-        results = evaluate_methods(methods, noisy.t, noisy.p, noisy.q, truth_p, truth_q,
+        results = evaluate_methods(methods, t, noisy.p, noisy.q, truth_p, truth_q,
                                    strict=args.strict, view=view_of(args))
-        noise = run_take('passthrough', noisy.t, noisy.p, noisy.q).tracker_noise
+        noise = run_take('passthrough', t, noisy.p, noisy.q).tracker_noise
     except (ValueError, ModelError) as exc:
         raise UsageError(str(exc)) from None
     print(f'tracker noise (white, high-frequency part): {noise}')
