@@ -77,3 +77,19 @@ def test_read_poses_rejects_a_non_pose_topic(tmp_path):
     rosbag.write_bag(path, {'/s': 'std_msgs/msg/String'}, [('/s', 1, string)])
     with pytest.raises(ValueError, match='cannot read poses from std_msgs/msg/String'):
         rosbag.read_poses(path, '/s')
+
+
+@pytest.mark.parametrize('compat, version, qos_type', [('jazzy', 9, list),
+                                                         ('humble', 8, str)])
+def test_a_bag_for_humble_stores_qos_profiles_as_the_string_humble_parses(
+        tmp_path, compat, version, qos_type):
+    import yaml
+    path = tmp_path / 'bag'
+    with rosbag.BagWriter(path, 'mcap', rosbag.BAG_VERSIONS[compat]) as bag:
+        bag.add_topic('/a', rosbag.POSE_STAMPED)
+        bag.write('/a', 5, serialize_message(_rclpy_pose(5)))
+    info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['version'] == version
+    topic = info['topics_with_message_count'][0]['topic_metadata']
+    assert isinstance(topic['offered_qos_profiles'], qos_type)
+    assert [m.timestamp_ns for m in rosbag.read_bag(path)] == [5]

@@ -15,8 +15,11 @@ from rosbags.typesys import get_typestore, Stores
 
 
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
-# rosbag2 metadata version written by Jazzy and later.
-BAG_VERSION = 9
+# rosbag2 metadata version per reader: Jazzy and later write and read 9, which stores the
+# offered QoS profiles as a YAML list; Humble parses them as a string, which version 8
+# (the oldest the rosbags writer offers) writes.
+BAG_VERSIONS = {'jazzy': 9, 'humble': 8}
+BAG_VERSION = BAG_VERSIONS['jazzy']
 POSE_STAMPED = 'geometry_msgs/msg/PoseStamped'
 POSE_WITH_COVARIANCE_STAMPED = 'geometry_msgs/msg/PoseWithCovarianceStamped'
 TRANSFORM_STAMPED = 'geometry_msgs/msg/TransformStamped'
@@ -37,13 +40,13 @@ class BagWriter:
     takes raw CDR bytes or a typestore message of the topic's type.
     """
 
-    def __init__(self, path, storage='mcap'):
+    def __init__(self, path, storage='mcap', version=BAG_VERSION):
         if storage not in STORAGES:
             raise ValueError(f'unknown bag storage {storage!r}; use one of {", ".join(STORAGES)}')
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f'bag {self.path} already exists; remove it or pick a new name')
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+        self._writer = Writer(self.path, version=version, storage_plugin=STORAGES[storage])
         self._connections = {}
         self.count = 0
 

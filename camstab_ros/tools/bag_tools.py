@@ -144,7 +144,8 @@ def _shutdown(node, context):
     rclpy.try_shutdown(context=context)
 
 
-def record(out, topics, storage='mcap', duration=None, count=None, should_stop=None):
+def record(out, topics, storage='mcap', duration=None, count=None, should_stop=None,
+           compat='jazzy'):
     """
     Record topics (raw CDR, stamped on receipt) until duration/count/should_stop/Ctrl-C.
 
@@ -167,7 +168,7 @@ def record(out, topics, storage='mcap', duration=None, count=None, should_stop=N
         if missing:
             raise BagError(f'no publisher of {", ".join(missing)} found within '
                            f'{DISCOVERY_TIMEOUT_S:g} s: cannot learn its message type')
-        with rosbag.BagWriter(out, storage) as writer:
+        with rosbag.BagWriter(out, storage, rosbag.BAG_VERSIONS[compat]) as writer:
             for topic in topics:
                 writer.add_topic(topic, types[topic])
 
@@ -256,6 +257,9 @@ def configure_bag(parser):
                    help='storage format (default mcap)')
     p.add_argument('--duration', type=float, help='stop after this many seconds')
     p.add_argument('--count', type=int, help='stop after this many messages')
+    p.add_argument('--compat', choices=tuple(rosbag.BAG_VERSIONS), default='jazzy',
+                   help='the oldest ROS 2 distribution whose `ros2 bag` must read it '
+                   '(default jazzy: metadata version 9; humble: version 8)')
     p = sub.add_parser('play', help='publish a bag with its original timing')
     p.add_argument('bag', help='bag directory')
     p.add_argument('--topics', nargs='+', help='topics to play (default all)')
@@ -278,7 +282,8 @@ def run_bag(args):
             for topic, entry in sorted(info['topics'].items()):
                 print(f'  {topic}  {entry["type"]}  {entry["count"]}')
         elif args.bag_command == 'record':
-            counts = record(args.out, args.topics, args.storage, args.duration, args.count)
+            counts = record(args.out, args.topics, args.storage, args.duration, args.count,
+                            compat=args.compat)
             print(f'recorded {sum(counts.values())} messages to {args.out}: '
                   + ', '.join(f'{t} {n}' for t, n in counts.items()))
         else:
