@@ -79,8 +79,8 @@ def test_read_poses_rejects_a_non_pose_topic(tmp_path):
         rosbag.read_poses(path, '/s')
 
 
-@pytest.mark.parametrize('compat, version, qos_type', [('jazzy', 9, list),
-                                                         ('humble', 8, str)])
+@pytest.mark.parametrize('compat, version, qos_type',
+                         [('jazzy', 9, list), ('humble', 8, str)])
 def test_a_bag_for_humble_stores_qos_profiles_as_the_string_humble_parses(
         tmp_path, compat, version, qos_type):
     import yaml
