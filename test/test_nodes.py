@@ -554,6 +554,9 @@ def test_demo_stops_its_nodes_on_ctrl_c(tmp_path, ros_domain_env):
             proc.wait()
     assert proc.returncode == 130, rest
     assert 'interrupted' in rest
+    # What was recorded is kept: the table, the figure and the bag.
+    for name in ('table.md', 'metrics.json', 'demo.png', 'bag'):
+        assert (tmp_path / 'demo' / name).exists(), (name, rest)
     for pid in pids:  # reaped by the demo: no such process any more
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

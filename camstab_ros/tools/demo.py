@@ -69,6 +69,7 @@ class Recording:
     def __init__(self):
         self.rows = {topic: [] for topic in TOPICS}
         self.diagnostics = {}
+        self.interrupted = False   # Ctrl-C after every topic had data: keep what came
 
     def add(self, topic, raw, msg, receive_ns, wall_ns):
         stamp = msg.header.stamp
@@ -332,11 +333,14 @@ def record(args, children, context, params_file, interrupted):
                 live['tick'], live['since'] = now, {t: recording.count(t) for t in TOPICS}
             return now - start < args.seconds
 
-        spin_while(executor, recording_on, interrupted)
-        # Stop the source first, then collect the stabiliser's last outputs.
-        children.stop('jitter_simulator')
-        end = time.monotonic() + DRAIN_S
-        spin_while(executor, lambda: time.monotonic() < end, interrupted)
+        try:
+            spin_while(executor, recording_on, interrupted)
+            # Stop the source first, then collect the stabiliser's last outputs.
+            children.stop('jitter_simulator')
+            end = time.monotonic() + DRAIN_S
+            spin_while(executor, lambda: time.monotonic() < end, interrupted)
+        except KeyboardInterrupt:
+            recording.interrupted = True
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -369,7 +373,7 @@ def run_demo(args):
             finally:
                 codes = children.stop_all()
     except KeyboardInterrupt:
-        print('demo interrupted: nodes stopped', file=sys.stderr)
+        print('demo interrupted: nodes stopped before any data came', file=sys.stderr)
         return 130
     except DemoError as exc:
         print(f'demo failed: {exc}', file=sys.stderr)
@@ -399,6 +403,10 @@ def run_demo(args):
     plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}')
     print(f'wrote {out / "table.md"}, {out / "metrics.json"}, {out / "demo.png"} and '
           f'{out / "bag"} ({count} messages)')
+    if recording.interrupted:
+        print('demo interrupted: nodes stopped; the figures above are of what was '
+              'recorded', file=sys.stderr)
+        return 130
     if result['stabilized']['matched'] == 0:
         print('demo failed: no stabilised pose matched the truth', file=sys.stderr)
         status = 1
