@@ -265,3 +265,13 @@ def test_stamps_in_another_unit_are_refused_or_taken_with_time_unit(tmp_path, un
     evaluated = camstab('evaluate', '--time-unit', unit, '--methods', 'kalman', '--truth',
                         tmp_path / f'truth_{unit}.tum', noisy)
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_the_demo_shades_the_stillest_second_after_the_warm_up():
+    from camstab_ros.tools.demo import stillest_window
+    t = np.arange(0.0, 5.0, 0.01)
+    p = np.zeros((len(t), 3))
+    p[:, 0] = np.where(t < 1.0, 0.0, 0.01 * (t - 1.0) + 0.1 * np.maximum(t - 3.5, 0.0))
+    assert stillest_window(t, p, 1.0) == (0.0, 1.0)
+    lo, hi = stillest_window(t, p, 1.0, skip_s=1.0)
+    assert 1.0 <= lo and hi <= 3.5 + 1e-9

@@ -6,8 +6,9 @@ with config/params.yaml and the remappings of launch/demo.launch.py, on a privat
 ROS_DOMAIN_ID limited to this host; records /camera/pose_truth, /camera/pose_noisy and
 /camera/pose_stabilized; prints a live line per second; then writes to the output
 directory: `table.md` and `metrics.json` (noisy and stabilised against the truth, matched
-by stamp), `demo.png` (truth, noisy, stabilised over time, with zoomed insets on the
-stillest second) and `bag/` (rosbag2, mcap, the three topics as received). Every child is
+by stamp), `demo.png` (the noisy and the stabilised pose's errors against the truth over
+time: position in mm, rotation in deg, on screen in px; the stillest second shaded) and
+`bag/` (rosbag2, mcap, the three topics as received). Every child is
 stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
 """
 import json
@@ -16,7 +17,8 @@ import shutil
 import sys
 import time
 
-from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate
+from camstab_ros.core import quaternion as quat
+from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate, screen_errors
 from camstab_ros.io.rosbag import BagWriter, POSE_STAMPED
 from camstab_ros.share import share_dir
 from camstab_ros.tools.common import add_view_arguments, view_of
@@ -39,6 +41,8 @@ DEFAULT_SCENARIO = 'dolly'
 STARTUP_TIMEOUT_S = 30.0
 DRAIN_S = 1.0  # > dropout_timeout_s: a delayed method flushes its last frames
 STILL_WINDOW_S = 1.0
+# The stabiliser's first second (its noise meter and filter settling) is not a hold.
+WARMUP_S = 1.0
 
 
 class DemoError(Exception):
@@ -223,8 +227,12 @@ def write_bag(path, recording):
         return bag.count
 
 
-def stillest_window(t, p, window_s):
-    """(start, end) of the window_s stretch where the true position moves least."""
+def stillest_window(t, p, window_s, skip_s=0.0):
+    """(start, end) of the window_s stretch after skip_s where the true position moves least."""
+    usable = t >= t[0] + skip_s
+    if t[-1] - t[0] - skip_s <= window_s:
+        usable[:] = True
+    t, p = t[usable], p[usable]
     if t[-1] - t[0] <= window_s:
         return t[0], t[-1]
     speed = np.r_[0.0, np.linalg.norm(np.diff(p, axis=0), axis=1)]
@@ -237,56 +245,62 @@ def stillest_window(t, p, window_s):
     return t[i], t[i] + window_s
 
 
-def plot(path, recording, title):
+def plot(path, recording, title, view=DEFAULT_VIEW):
     """
-    Plot truth, noisy and stabilised x, y, z over time to path.
+    Plot the noisy and the stabilised pose's errors against the truth over time to path.
 
-    Each axis has an inset beside it zoomed on the stillest second of the truth (in mm).
+    Three panels: position error (mm), rotation error (deg) and the on-screen error of the
+    view (px), on the stamps all three topics share. The stillest second of the truth
+    after the stabiliser's warm-up (WARMUP_S) is shaded: where floating shows.
     """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
 
-    series = {}
-    for topic in TOPICS:
-        stamps, _, p, _ = recording.arrays(topic)
-        order = np.argsort(stamps)
-        series[topic] = (stamps[order], p[order])
-    truth_s, truth_p = series[TRUTH]
-    t0 = min(s[0] for s, _ in series.values() if len(s))
-    seconds = {topic: (s - t0) * 1e-9 for topic, (s, _) in series.items()}
-    lo, hi = stillest_window(seconds[TRUTH], truth_p, STILL_WINDOW_S)
-    style = {TRUTH: {'color': 'tab:green', 'lw': 1.5, 'label': 'truth'},
-             NOISY: {'color': 'tab:red', 'lw': 0.6, 'alpha': 0.6, 'label': 'noisy'},
-             STABILIZED: {'color': 'tab:blue', 'lw': 1.0, 'label': 'stabilised'}}
-    fig, axes = plt.subplots(3, 1, figsize=(14, 9), sharex=True)
-    fig.subplots_adjust(left=0.07, right=0.66, top=0.94, bottom=0.07, hspace=0.15)
-    for axis, ax in enumerate(axes):
-        inset = ax.inset_axes([1.06, 0.0, 0.42, 1.0])  # beside the plot, not over the data
-        for topic in (NOISY, TRUTH, STABILIZED):
-            t, p = seconds[topic], series[topic][1][:, axis]
-            ax.plot(t, p, **style[topic])
-            inside = (t >= lo) & (t <= hi)
-            inset.plot(t[inside], p[inside] * 1e3, **style[topic])
-        inside = (seconds[TRUTH] >= lo) & (seconds[TRUTH] <= hi)
-        centre = np.median(truth_p[inside, axis]) * 1e3
-        noisy_t, noisy_p = seconds[NOISY], series[NOISY][1][:, axis]
-        spread = noisy_p[(noisy_t >= lo) & (noisy_t <= hi)] * 1e3 - centre
-        half = max(float(np.max(np.abs(spread))) if len(spread) else 1.0, 0.1) * 1.1
-        inset.set_xlim(lo, hi)
-        inset.set_ylim(centre - half, centre + half)
-        inset.set_ylabel('mm', fontsize=8)
-        inset.tick_params(labelsize=7)
-        inset.grid(alpha=0.3)
-        ax.axvspan(lo, hi, color='0.85', zorder=0)  # where the zoom is
-        ax.set_ylabel(f'{"xyz"[axis]} (m)')
+    arrays = {topic: recording.arrays(topic) for topic in TOPICS}
+    common = np.intersect1d(np.intersect1d(arrays[TRUTH][0], arrays[NOISY][0]),
+                            arrays[STABILIZED][0])
+    fig, axes = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.93, bottom=0.08, hspace=0.12)
+    axes[0].set_title(f'{title}: error against the truth (screen: {view.width_px:g} px wide, '
+                      f'{view.fov_deg:g} deg, wall at {view.wall_m:g} m)')
+    units = ('position error (mm)', 'rotation error (deg)', 'on-screen error (px)')
+    for ax, unit in zip(axes, units):
+        ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc='upper left')
-    axes[0].set_title(title)
     axes[-1].set_xlabel('time (s)')
-    fig.text(0.82, 0.96, f'zoom: the stillest {STILL_WINDOW_S:g} s (shaded)', ha='center')
+    if len(common) < 2:
+        axes[0].text(0.5, 0.5, 'no stamps shared by the three topics', ha='center',
+                     transform=axes[0].transAxes)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    truth = _at_stamps(arrays[TRUTH], common)
+    t = (common - common[0]) * 1e-9
+    for topic, color, width in ((NOISY, 'tab:red', 0.6), (STABILIZED, 'tab:blue', 1.0)):
+        p, q = _at_stamps(arrays[topic], common)
+        errors = (np.linalg.norm(p - truth[0], axis=1) * 1e3,
+                  np.degrees(quat.angle_between(q, truth[1])),
+                  np.sqrt(np.mean(np.sum(screen_errors(p, q, *truth, view) ** 2, axis=-1),
+                                  axis=1)))
+        label = 'noisy (tracker)' if topic == NOISY else 'stabilised'
+        for ax, values in zip(axes, errors):
+            ax.plot(t, values, color=color, lw=width, label=label)
+    lo, hi = stillest_window(t, truth[0], STILL_WINDOW_S, WARMUP_S)
+    for ax in axes:
+        ax.axvspan(lo, hi, color='0.85', zorder=0)
+        ax.set_ylim(bottom=0.0)
+    axes[0].legend(loc='upper right', title=f'shaded: the stillest {STILL_WINDOW_S:g} s')
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _at_stamps(topic_arrays, stamps):
+    """(p, q) of a topic's rows at the given stamps (each present), hemisphere-aligned."""
+    t, _, p, q = topic_arrays
+    rows = {stamp: i for i, stamp in enumerate(t.tolist())}
+    index = [rows[s] for s in stamps.tolist()]
+    return p[index], q[index]
 
 
 def record(args, children, context, params_file, interrupted):
@@ -400,7 +414,8 @@ def run_demo(args):
     (out / 'table.md').write_text(table + '\n')
     (out / 'metrics.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
     count = write_bag(out / 'bag', recording)
-    plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}')
+    plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}',
+         view_of(args))
     print(f'wrote {out / "table.md"}, {out / "metrics.json"}, {out / "demo.png"} and '
           f'{out / "bag"} ({count} messages)')
     if recording.interrupted:
