@@ -2,25 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-READY := $(VENV)/.ready
+# Run time (`make demo`, `make bench`), then training and tests on top (`make test`).
+RUN := $(VENV)/.ready-run
+DEV := $(VENV)/.ready-dev
 
 .PHONY: demo test bench clean
 
-demo: $(READY)
+demo: $(RUN)
 	$(BIN)/camstab demo --seconds 20
 
-test: $(READY)
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-bench: $(READY)
+bench: $(RUN)
 	$(BIN)/camstab bench
 
-$(READY): requirements.txt setup.py package.xml
+$(RUN): requirements-run.txt setup.py package.xml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install -r requirements-run.txt
 	# setup.cfg puts scripts in lib/camstab_ros for `ros2 run`; here they go on the venv PATH.
 	$(BIN)/python setup.py -q develop --no-deps --script-dir $(BIN)
-	touch $(READY)
+	touch $(RUN)
+
+$(DEV): $(RUN) requirements.txt
+	$(BIN)/pip install -r requirements.txt
+	touch $(DEV)
 
 clean:
 	rm -rf $(VENV) build install log out *.egg-info

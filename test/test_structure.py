@@ -9,6 +9,9 @@ The structure rules of DESIGN.md, checked on the source, not by eye.
 - no import cycle anywhere in the package; no sys.path edits in the package or training.
 """
 import ast
+from importlib import metadata
+import re
+import sys
 
 from helpers import modules_loaded_by, PROJECT
 import pytest
@@ -125,3 +128,57 @@ def test_nothing_edits_sys_path():
     files = list(PACKAGE.rglob('*.py')) + list((PROJECT / 'training').glob('*.py'))
     offenders = [str(f.relative_to(PROJECT)) for f in files if 'sys.path' in f.read_text()]
     assert not offenders, offenders
+
+
+def _normalised(name):
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def _closure(requirements):
+    """Every installed distribution the requirement names pull in (normalised names)."""
+    seen, todo = set(), [_normalised(r) for r in requirements]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [_normalised(re.split(r'[ ;<>=!~\[(]', r, maxsplit=1)[0]) for r in requires
+                 if 'extra ==' not in r]
+    return seen
+
+
+# Imported where present only: tf2_msgs is not on PyPI (the stabiliser logs it once and
+# runs without /tf).
+OPTIONAL_IMPORTS = {'tf2_msgs'}
+
+
+def test_the_package_needs_only_the_run_time_requirements():
+    # `make demo` installs requirements-run.txt alone (no TensorFlow): everything the
+    # package imports must come with it; requirements.txt adds training and tests on top.
+    lines = (PROJECT / 'requirements-run.txt').read_text().splitlines()
+    run = [line.split('==')[0] for line in lines if line and not line.startswith('#')]
+    assert not {'tensorflow', 'tf-keras', 'pytest'} & {_normalised(r) for r in run}
+    assert '-r requirements-run.txt' in (PROJECT / 'requirements.txt').read_text()
+    available = _closure(run)
+    providers = metadata.packages_distributions()
+    missing = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split('.')[0]
+                if top in sys.stdlib_module_names or top in OPTIONAL_IMPORTS | {'camstab_ros'}:
+                    continue
+                dists = {_normalised(d) for d in providers.get(top, [])}
+                if not dists & available:
+                    missing.add(f'{top} ({path.name})')
+    assert not missing
