@@ -64,7 +64,7 @@ def test_smooth_keeps_one_output_per_input_across_bad_rows(take):
 
 @pytest.mark.parametrize('args, message', [
     (['--method', 'nope'], "unknown method 'nope'"),
-    (['--param', 'min_cutoff=-3'], "'min_cutoff': -3.0 is out of range; valid: 0.001 .. 1000.0"),
+    (['--param', 'min_cutoff=-3'], "'min_cutoff': -3.0 is out of range; valid: 0.001 .. 1000 Hz"),
     (['--param', 'gain=2'], "unknown parameter 'gain'"),
     (['--param', 'min_cutoff'], 'expects KEY=VALUE'),
 ])
@@ -275,3 +275,31 @@ def test_the_demo_shades_the_stillest_second_after_the_warm_up():
     assert stillest_window(t, p, 1.0) == (0.0, 1.0)
     lo, hi = stillest_window(t, p, 1.0, skip_s=1.0)
     assert 1.0 <= lo and hi <= 3.5 + 1e-9
+
+
+@pytest.mark.parametrize('args, message', [
+    (('demo', '--method', 'kalmann'), "unknown method 'kalmann'"),
+    (('demo', '--method', 'rts'), 'not causal'),
+    (('demo', '--scenario', 'nope'), 'valid scenarios: locked_off'),
+    (('demo', '--params-file', 'no/such.yaml'), 'parameter file no/such.yaml not found'),
+])
+def test_bad_demo_input_exits_2_before_any_node_starts(tmp_path, args, message):
+    result = camstab(*args, '--out', tmp_path / 'demo')
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / 'demo').exists()
+
+
+def test_methods_prints_ranges_readably():
+    result = camstab('methods')
+    assert result.returncode == 0
+    assert 'None' not in result.stdout and '0000000' not in result.stdout
+    assert '(1e-12 .. 1e+12 m^2/s^3' in result.stdout
+
+
+def test_json_outputs_are_valid_json_with_null_for_missing_figures(tmp_path):
+    from camstab_ros.tools.common import write_json
+    path = tmp_path / 'm.json'
+    write_json(path, {'a': float('nan'), 'b': [np.float64(np.inf), 1.5], 'c': (np.float32(2),)})
+    text = path.read_text()
+    assert 'NaN' not in text and 'Infinity' not in text
+    assert json.loads(text) == {'a': None, 'b': [None, 1.5], 'c': [2.0]}

@@ -45,7 +45,7 @@ class ParamSpec:
             return 'a list of strings'
         if self.low is None or self.high is None:
             return 'any text' if isinstance(self.default, str) else 'any number'
-        span = f'{self.low} .. {self.high}' + (f' {self.unit}' if self.unit else '')
+        span = f'{self.low:g} .. {self.high:g}' + (f' {self.unit}' if self.unit else '')
         return f"'auto' (0: measured online) or {span}" if self.auto else span
 
     def coerce(self, name, value):

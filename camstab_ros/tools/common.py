@@ -33,14 +33,18 @@ def format_table(rows, columns, first='method'):
 
 
 def write_json(path, data):
-    """Write data as indented JSON; non-finite floats become null."""
+    """Write data as indented, valid JSON: non-finite floats become null."""
     def clean(value):
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, float) or type(value).__name__.startswith('float'):
+            value = float(value)
+            return value if math.isfinite(value) else None
         return value
-    Path(path).write_text(json.dumps(clean(data), indent=2) + '\n')
+    Path(path).write_text(json.dumps(clean(data), indent=2, default=str, allow_nan=False)
+                          + '\n')
 
 
 def methods_arg(text):

@@ -11,7 +11,6 @@ time: position in mm, rotation in deg, on screen in px; the stillest second shad
 `bag/` (rosbag2, mcap, the three topics as received). Every child is
 stopped on exit and on Ctrl-C: SIGINT, a grace period, then SIGKILL.
 """
-import json
 from pathlib import Path
 import shutil
 import sys
@@ -19,9 +18,12 @@ import time
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.metrics import DEFAULT_VIEW, evaluate, screen_errors
+from camstab_ros.core.params import ParameterError
+from camstab_ros.core.simulation import SCENARIOS
+from camstab_ros.core.stabilizer import check_method
 from camstab_ros.io.rosbag import BagWriter, POSE_STAMPED
 from camstab_ros.share import share_dir
-from camstab_ros.tools.common import add_view_arguments, view_of
+from camstab_ros.tools.common import add_view_arguments, UsageError, view_of, write_json
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
                                          private_env, ros_arguments, sigint_as_flag, spin_while)
 import numpy as np
@@ -368,16 +370,19 @@ def _failures(children):
 
 def run_demo(args):
     """Run the demo; returns the exit code (0 ok, 1 failure, 130 interrupted)."""
+    try:  # bad input: one line, exit 2, before any node starts
+        check_method(args.method)
+        if args.scenario not in SCENARIOS:
+            raise UsageError(f'unknown scenario {args.scenario!r}; valid scenarios: '
+                             + ', '.join(SCENARIOS))
+        params_file = Path(args.params_file or share_dir() / 'config' / 'params.yaml')
+        if not params_file.is_file():
+            raise UsageError(f'parameter file {params_file} not found')
+        domain_id = choose_domain_id(args.domain_id)
+    except (ParameterError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    params_file = Path(args.params_file or share_dir() / 'config' / 'params.yaml')
-    try:
-        if not params_file.is_file():
-            raise DemoError(f'parameter file {params_file} not found')
-        domain_id = choose_domain_id(args.domain_id)
-    except (DemoError, ValueError) as exc:
-        print(f'demo failed: {exc}', file=sys.stderr)
-        return 1
     children = Children(private_env(domain_id), out)
     status = 0
     try:
@@ -412,7 +417,7 @@ def run_demo(args):
               f'{diagnostics.get("dropped_invalid")}, outliers '
               f'{diagnostics.get("outliers_rejected")}, resets {diagnostics.get("resets")}')
     (out / 'table.md').write_text(table + '\n')
-    (out / 'metrics.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
+    write_json(out / 'metrics.json', result)
     count = write_bag(out / 'bag', recording)
     plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}',
          view_of(args))

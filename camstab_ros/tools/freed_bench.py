@@ -5,13 +5,13 @@ Runs the installed bridge as a child process on 127.0.0.1, sends a synthetic tak
 `rate_hz` (the spare field carries a sequence number, which the bridge passes through)
 and times each output datagram against its input.
 """
-import json
 import select
 import socket
 import subprocess
 import time
 
 from camstab_ros.io import freed
+from camstab_ros.tools.common import write_json
 from camstab_ros.tools.processes import choose_domain_id, node_command, private_env, rss_mb
 import numpy as np
 
@@ -94,7 +94,5 @@ def run_freed_bench(args):
         print(f"freed_bridge RSS: {result['rss_first_mb']:.1f} MB after warm-up, "
               f"{result['rss_last_mb']:.1f} MB at the end, max {result['rss_max_mb']:.1f} MB")
     if getattr(args, 'json', None):
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-            f.write('\n')
+        write_json(args.json, result)
     return 0 if result['measured'] else 1

@@ -13,7 +13,6 @@ dropped and counted without disturbing the stream (a soak test of the robustness
 
 `python -m camstab_ros.tools.ros_bench` runs the relay node.
 """
-import json
 from pathlib import Path
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import time
 
 from camstab_ros.nodes.conversions import make_pose_stamped, ns_to_stamp, stamp_to_ns
 from camstab_ros.nodes.scaffolding import run_node
-from camstab_ros.tools.common import UsageError
+from camstab_ros.tools.common import UsageError, write_json
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
                                          private_env, rss_mb, sigint_as_flag, spin_while)
 from geometry_msgs.msg import PoseStamped
@@ -53,9 +52,7 @@ def run_ros_bench(args):
         return 1
     print(format_report(result))
     if getattr(args, 'json', None):
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-            f.write('\n')
+        write_json(args.json, result)
     return 0 if all(result[t]['received'] for t in TARGETS) else 1
 
 

@@ -193,5 +193,7 @@ def run_methods(args):
         cls = smoother_class(name)
         print(f'{name}: {cls.description}')
         for key, spec in cls.PARAMS.items():
-            print(f'  {key} = {spec.default!r}  ({spec.describe_range()}): {spec.description}')
+            default = (f'{spec.default:g}' if isinstance(spec.default, float)
+                       else repr(spec.default))
+            print(f'  {key} = {default}  ({spec.describe_range()}): {spec.description}')
     return 0
