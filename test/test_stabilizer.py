@@ -4,6 +4,8 @@ Tests of the one pipeline (camstab_ros.core.stabilizer) and its parameter table.
 Covered: one output per measurement, gap resets, method switches without a jump, and the
 offline take path equal to the node's pose-by-pose path.
 """
+import re
+
 from camstab_ros.core import stabilizer as st
 from camstab_ros.core.methods import causal_methods, list_methods, make_smoother, smoother_class
 from camstab_ros.core.params import ParameterError
@@ -302,3 +304,23 @@ def test_a_clean_take_is_admitted_at_once_exactly_as_row_by_row():
     p_bad = p.copy()
     p_bad[10] = np.nan         # a row to drop: the take needs the row-by-row rules
     assert st._admit_clean_take(st.Stabilizer(make_smoother('rts')), t, p_bad, q) is None
+
+
+def test_warnings_name_the_rows_of_their_own_reason(caplog):
+    import logging
+    from camstab_ros.core.evaluation import run_take
+    t = np.arange(200) / 60.0
+    p = np.zeros((200, 3))
+    q = np.tile([0.0, 0.0, 0.0, 1.0], (200, 1))
+    p[[10, 20], 0] = np.nan           # non_finite at rows 11 and 21
+    t[[50, 51]] = t[40]               # stamps going back at rows 51 and 52
+    with caplog.at_level(logging.WARNING):
+        result = run_take('kalman', t, p, q)
+    assert result.drop_examples == {'non_finite': [10, 20], 'stamp_not_increasing': [50, 51]}
+    lines = {}
+    for record in caplog.records:
+        found = re.search(r'invalid \((\w+)\)', record.getMessage())
+        if found:
+            lines[found.group(1)] = record.getMessage()
+    assert lines['non_finite'].endswith('first at pose 11, 21: held the previous estimate')
+    assert 'pose 51, 52' in lines['stamp_not_increasing']

@@ -38,7 +38,7 @@ def run_take(method, t, p, q, params=None, timed=False, progress=None, strict=Fa
             raise ModelError(f'{method}: {stabilizer.smoother.model_status} (--strict)')
     result = stabilize_take(stabilizer, t, p, q, timed=timed, progress=progress)
     for reason, count in sorted(result.dropped.items()):
-        rows = ', '.join(str(i + 1) for i in result.dropped_rows[:5])
+        rows = ', '.join(str(i + 1) for i in result.drop_examples.get(reason, []))
         log.warning('%d pose(s) invalid (%s), first at pose %s: held the previous estimate',
                     count, reason, rows)
     if result.renormalized:

@@ -75,6 +75,8 @@ ADMIT_BLOCK = 65536
 # Estimates in a row out of reach of their measurements that restart the smoother: one
 # more than `kalman`'s gate_max_consecutive default, so that its own restart comes first.
 REACH_FRAMES = 4
+# Dropped measurements remembered per reason, for the warnings that name them.
+DROP_EXAMPLES = 5
 # Bound of the measurements waiting for their estimate (a causal smoother holds at most
 # delay_frames of them; offline smoothers hold the whole take).
 MAX_PENDING = 10000
@@ -211,6 +213,7 @@ class TakeResult:
     model_status: str = ''        # the smoother's (a learned method's model, or fallback)
     tracker_noise: str = ''       # the noise meter's reading of the take
     fallback: bool = False        # a learned method ran `kalman`: its model did not load
+    drop_examples: dict = field(default_factory=dict)  # reason: its first dropped rows
 
 
 @dataclass
@@ -247,6 +250,7 @@ class Stabilizer:
         self.noise = NoiseMeter()     # the tracker's noise, measured on the valid stream
         _share_noise_meter(smoother, self.noise)
         self.dropped = Counter()      # PIPELINE_REASONS (the validator counts the rest)
+        self.drop_examples = {}       # reason: the tags of its first DROP_EXAMPLES drops
         self.pipeline_resets = 0      # gap and reach resets of the current smoother
         self.reach_resets = 0
         self._out_of_reach = 0        # estimates in a row out of reach
@@ -326,6 +330,7 @@ class Stabilizer:
         self.received += 1
         reason, q, event = self._admit(t, position, quaternion, frame_id, now)
         if reason is not None:
+            self.note_drop(reason, tag)
             return reason, []
         t = float(t)
         position = np.asarray(position, dtype=float)
@@ -345,6 +350,7 @@ class Stabilizer:
         if error is not None:
             self.last_error = error
             self.dropped['smoother_error'] += 1
+            self.note_drop('smoother_error', tag)
             return 'smoother_error', outputs + self._reset_smoother()
         self._pending.append(_Pending(t, tag, frame_id, position, q))
         self._history.append((t, position, q))
@@ -385,6 +391,12 @@ class Stabilizer:
         self._end_blend()
         self._clear()
         return outputs
+
+    def note_drop(self, reason, tag):
+        """Keep the tag of one of the first DROP_EXAMPLES measurements dropped for reason."""
+        examples = self.drop_examples.setdefault(reason, [])
+        if len(examples) < DROP_EXAMPLES:
+            examples.append(tag)
 
     def switch(self, smoother):
         """Replace the smoother at run time (warm-up, then cross-fade); returns Outputs."""
@@ -717,7 +729,8 @@ def stabilize_take(stabilizer, t, p, q, switches=(), timed=False, progress=None)
                       stabilizer.stats.as_dict(), costs,
                       model_status=stabilizer.smoother.model_status,
                       tracker_noise=stabilizer.noise.reading(),
-                      fallback=stabilizer.smoother.fallback)
+                      fallback=stabilizer.smoother.fallback,
+                      drop_examples=dict(stabilizer.drop_examples))
 
 
 def _streamed_take(stabilizer, t, p, q, switches, progress):
@@ -828,7 +841,9 @@ def _admit_rows(stabilizer, t, p, q):
                    q[block:block + ADMIT_BLOCK].tolist())
         for i, (ti, pi, qi) in enumerate(rows, block):
             reason, unit, event = stabilizer._admit(ti, pi, qi, '', None)
-            if reason is None:
+            if reason is not None:
+                stabilizer.note_drop(reason, i)
+            else:
                 if event is not None:
                     starts.append(accepted)
                 valid[i], q_unit[i] = True, unit
