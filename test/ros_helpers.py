@@ -41,6 +41,11 @@ def stop(proc):
     return proc.returncode
 
 
+def status_name(node_name, name):
+    """Return a node's diagnostic status name: its fully qualified name, then the status."""
+    return f'{node_name if node_name.startswith("/") else "/" + node_name}: {name}'
+
+
 class Observer:
     """A test node recording poses by topic and the latest diagnostics by status name."""
 
@@ -87,11 +92,11 @@ class Observer:
 
     def diagnostics_of(self, node_name, name='pose stabilisation'):
         """Return the latest diagnostics values of a node's status (or {})."""
-        return self.diagnostics.get(f'{node_name}: {name}', (None, {}))[1]
+        return self.diagnostics.get(status_name(node_name, name), (None, {}))[1]
 
     def fresh_diagnostics_of(self, node_name, name='pose stabilisation'):
         """Wait for and return the next diagnostics published by node_name from now on."""
-        status = f'{node_name}: {name}'
+        status = status_name(node_name, name)
         seen = self.diagnostics_received[status]
         self.spin_until(lambda: self.diagnostics_received[status] > seen,
                         what=f'diagnostics of {node_name}')

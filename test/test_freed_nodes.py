@@ -88,7 +88,8 @@ def test_receiver_to_sender_passes_pose_and_lens_and_counts_malformed(ros):
     def receiver_counts():
         for array in reversed(diagnostics):
             for status in array.status:
-                if status.name.startswith('freed_receiver'):
+                if status.name.startswith('/freed_receiver:'):
+                    assert status.hardware_id.startswith('udp://')  # the tracker source
                     return {kv.key: kv.value for kv in status.values}
         return None
     assert wait_until(lambda: (receiver_counts() or {}).get('published') == '20', 3.0)

@@ -306,7 +306,8 @@ def test_learned_method_without_its_model_runs_kalman_and_says_so(ros, tmp_path)
     assert all(r.successful for r in results), [r.reason for r in results]
     ros.spin_until(lambda: ros.diagnostics_of('camera_stabilizer').get('method') == 'hybrid',
                    what='diagnostics reporting hybrid')
-    status, values = ros.diagnostics['camera_stabilizer: pose stabilisation']
+    status, values = ros.diagnostics['/camera_stabilizer: pose stabilisation']
+    assert status.hardware_id == NOISY  # the tracker source: the input topic
     assert values['model_status'].startswith('fallback to kalman')
     assert str(tmp_path / 'missing') in values['model_status']
     assert status.level == DiagnosticStatus.WARN and 'running kalman' in status.message

@@ -247,7 +247,7 @@ class CameraStabilizerNode(Node):
             level, message = DiagnosticStatus.OK, f'stabilising with {smoother.name}'
         self._diag_pub.publish(diagnostic_array(
             self, 'pose stabilisation', level, message, {**rates, **stabilizer.diagnostics()},
-            stabilizer.frame_id or 'camera'))
+            self._sub.topic_name))
 
     def _report_model(self):
         """Warn when a learned method could not load its model and runs kalman instead."""

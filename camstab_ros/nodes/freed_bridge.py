@@ -136,7 +136,7 @@ class FreedBridgeNode(Node):
             **drop_figures('dropped_input', input_drops),
             **drop_figures('dropped_output', output_drops),
             **figures,
-        }, 'freed'))
+        }, f'udp://{host}:{port}'))
 
     def destroy_node(self):
         """Stop the receiver thread and close the sockets, then destroy the node."""

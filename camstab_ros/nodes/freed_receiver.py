@@ -95,7 +95,7 @@ class FreedReceiverNode(Node):
             'published': self.published,
             **drop_figures('dropped', dropped),
             'time_base_resyncs': self._time_base.resyncs,
-        }, 'freed'))
+        }, f'udp://{host}:{port}'))
 
     def destroy_node(self):
         """Stop the receiver thread, then destroy the node."""

@@ -80,7 +80,7 @@ class FreedSenderNode(Node):
             'received': self.received,
             'sent': self._output.udp.sent,
             **drop_figures('dropped', dropped),
-        }, 'freed'))
+        }, f'udp://{host}:{port}'))
 
     def destroy_node(self):
         """Close the socket, then destroy the node."""

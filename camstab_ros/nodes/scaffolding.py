@@ -118,9 +118,14 @@ def watch_parameters(node, specs, validate, apply):
 
 
 def diagnostic_array(node, name, level, message, values, hardware_id):
-    """Make a DiagnosticArray, stamped now, of one status named '<node>: <name>'."""
+    """
+    Make a DiagnosticArray, stamped now, of one status named '<node>: <name>'.
+
+    <node> is the fully qualified name (two namespaced nodes never share a status name);
+    hardware_id names the tracker source: the input topic, or the UDP address.
+    """
     status = DiagnosticStatus(
-        level=level, name=f'{node.get_name()}: {name}', message=message,
+        level=level, name=f'{node.get_fully_qualified_name()}: {name}', message=message,
         hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
     array = DiagnosticArray(status=[status])

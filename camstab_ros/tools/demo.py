@@ -120,7 +120,7 @@ def _start_node(recording, context):
 
     def on_diagnostics(msg):
         for status in msg.status:
-            if status.name.startswith('camera_stabilizer'):
+            if status.name.startswith('/camera_stabilizer:'):
                 recording.diagnostics = {kv.key: kv.value for kv in status.values}
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     return node

@@ -157,7 +157,7 @@ def _drive(context, take, seconds, rate_hz, children, interrupted, hostile=False
 
     def on_diagnostics(msg):
         for status in msg.status:
-            if status.name.startswith('camera_stabilizer'):
+            if status.name.startswith('/camera_stabilizer:'):
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
     for target in TARGETS:
