@@ -303,3 +303,11 @@ def test_json_outputs_are_valid_json_with_null_for_missing_figures(tmp_path):
     text = path.read_text()
     assert 'NaN' not in text and 'Infinity' not in text
     assert json.loads(text) == {'a': None, 'b': [None, 1.5], 'c': [2.0]}
+
+
+def test_recording_onto_an_existing_bag_exits_2_at_once(tmp_path):
+    (tmp_path / 'take1').mkdir()
+    started = time.monotonic()
+    result = camstab('bag', 'record', '--topics', '/x', '--out', tmp_path / 'take1')
+    assert result.returncode == 2 and 'already exists' in result.stderr
+    assert time.monotonic() - started < 4.0  # no wait for a publisher first

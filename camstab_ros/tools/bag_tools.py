@@ -152,6 +152,8 @@ def record(out, topics, storage='mcap', duration=None, count=None, should_stop=N
     Waits up to DISCOVERY_TIMEOUT_S for each topic's publisher to learn its type. Returns
     {topic: messages recorded}.
     """
+    if Path(out).exists():  # before waiting for any publisher
+        raise BagError(f'output bag {out} already exists; remove it or pick a new name')
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     node, context = _ros_node('camstab_bag_record')
