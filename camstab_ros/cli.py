@@ -23,6 +23,10 @@ COMMANDS = {
     'evaluate': ('takes', 'compare methods against ground truth',
                  'Smooth NOISY with each method and print the metrics of DESIGN.md against '
                  'TRUTH (same timestamps).'),
+    'animate': ('animate', "the audience's view, animated (GIF)",
+                'Write a GIF of the virtual LED wall seen through the NOISY and the STABILISED '
+                'camera side by side (STABILISED: NOISY through --method when not given), '
+                'with the on-screen error against TRUTH.'),
     'bench': ('bench', 'per-pose cost of each method (or node latency)',
               'Median and p99 cost per pose of each method on a fixed seeded take, with the '
               'ratio to passthrough; --ros: the stabilizer node over DDS; --freed: the '

@@ -311,3 +311,17 @@ def test_recording_onto_an_existing_bag_exits_2_at_once(tmp_path):
     result = camstab('bag', 'record', '--topics', '/x', '--out', tmp_path / 'take1')
     assert result.returncode == 2 and 'already exists' in result.stderr
     assert time.monotonic() - started < 4.0  # no wait for a publisher first
+
+
+def test_animate_writes_the_audience_view_with_one_frame_per_tick(tmp_path):
+    from PIL import Image
+    assert camstab('simulate', '--scenario', 'dolly', '--seconds', 4, '--rate', 60,
+                   '--out', tmp_path).returncode == 0
+    gif = tmp_path / 'audience.gif'
+    result = camstab('animate', tmp_path / 'truth.tum', tmp_path / 'noisy.tum', '--out', gif,
+                     '--seconds', 2, '--fps', 10)
+    assert result.returncode == 0, result.stderr
+    with Image.open(gif) as image:
+        assert image.n_frames == 20 and image.size == (720, 400)
+    assert camstab('animate', tmp_path / 'truth.tum', tmp_path / 'noisy.tum', '--out', gif,
+                   '--fps', 0).returncode == 2

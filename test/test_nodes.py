@@ -522,6 +522,9 @@ def test_demo_writes_table_plot_and_bag_of_the_three_topics(tmp_path, ros_domain
     assert result['node_exit_codes'] == {'jitter_simulator': 0, 'stabilizer': 0}
     assert (out / 'table.md').read_text().count('\n') == 4
     assert (out / 'demo.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    from PIL import Image
+    with Image.open(out / 'audience.gif') as image:  # the audience's view, animated
+        assert image.n_frames >= 25 and image.size == (720, 400)
     assert bag_topics(out / 'bag') == {t: POSE_STAMPED for t in (TRUTH, NOISY, STABILIZED)}
     counts = Counter(m.topic for m in read_bag(out / 'bag', decode=False))
     assert counts[STABILIZED] == stabilized['poses'] and counts[NOISY] == noisy['poses']

@@ -23,6 +23,7 @@ from camstab_ros.core.simulation import SCENARIOS
 from camstab_ros.core.stabilizer import check_method
 from camstab_ros.io.rosbag import BagWriter, POSE_STAMPED
 from camstab_ros.share import share_dir
+from camstab_ros.tools.animate import write_animation
 from camstab_ros.tools.common import add_view_arguments, UsageError, view_of, write_json
 from camstab_ros.tools.processes import (Children, choose_domain_id, node_command, private_context,
                                          private_env, ros_arguments, sigint_as_flag, spin_while)
@@ -43,6 +44,8 @@ DEFAULT_SCENARIO = 'dolly'
 STARTUP_TIMEOUT_S = 30.0
 DRAIN_S = 1.0  # > dropout_timeout_s: a delayed method flushes its last frames
 STILL_WINDOW_S = 1.0
+# Seconds of the audience's view the demo animates (audience.gif).
+ANIMATION_SECONDS = 6.0
 # The stabiliser's first second (its noise meter and filter settling) is not a hold.
 WARMUP_S = 1.0
 
@@ -259,9 +262,7 @@ def plot(path, recording, title, view=DEFAULT_VIEW):
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
 
-    arrays = {topic: recording.arrays(topic) for topic in TOPICS}
-    common = np.intersect1d(np.intersect1d(arrays[TRUTH][0], arrays[NOISY][0]),
-                            arrays[STABILIZED][0])
+    shared = common_poses(recording)
     fig, axes = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
     fig.subplots_adjust(left=0.08, right=0.97, top=0.93, bottom=0.08, hspace=0.12)
     axes[0].set_title(f'{title}: error against the truth (screen: {view.width_px:g} px wide, '
@@ -271,16 +272,15 @@ def plot(path, recording, title, view=DEFAULT_VIEW):
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel('time (s)')
-    if len(common) < 2:
+    if shared is None:
         axes[0].text(0.5, 0.5, 'no stamps shared by the three topics', ha='center',
                      transform=axes[0].transAxes)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return
-    truth = _at_stamps(arrays[TRUTH], common)
-    t = (common - common[0]) * 1e-9
-    for topic, color, width in ((NOISY, 'tab:red', 0.6), (STABILIZED, 'tab:blue', 1.0)):
-        p, q = _at_stamps(arrays[topic], common)
+    t, truth = shared[0], shared[1]
+    for (p, q), topic, color, width in ((shared[2], NOISY, 'tab:red', 0.6),
+                                        (shared[3], STABILIZED, 'tab:blue', 1.0)):
         errors = (np.linalg.norm(p - truth[0], axis=1) * 1e3,
                   np.degrees(quat.angle_between(q, truth[1])),
                   np.sqrt(np.mean(np.sum(screen_errors(p, q, *truth, view) ** 2, axis=-1),
@@ -295,6 +295,21 @@ def plot(path, recording, title, view=DEFAULT_VIEW):
     axes[0].legend(loc='upper right', title=f'shaded: the stillest {STILL_WINDOW_S:g} s')
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def common_poses(recording):
+    """
+    Return (t in s from the first, truth, noisy, stabilised) on the shared stamps.
+
+    Each pose is (p (N, 3), q (N, 4)); None when fewer than two stamps are shared.
+    """
+    arrays = {topic: recording.arrays(topic) for topic in TOPICS}
+    common = np.intersect1d(np.intersect1d(arrays[TRUTH][0], arrays[NOISY][0]),
+                            arrays[STABILIZED][0])
+    if len(common) < 2:
+        return None
+    return ((common - common[0]) * 1e-9, _at_stamps(arrays[TRUTH], common),
+            _at_stamps(arrays[NOISY], common), _at_stamps(arrays[STABILIZED], common))
 
 
 def _at_stamps(topic_arrays, stamps):
@@ -421,8 +436,12 @@ def run_demo(args):
     count = write_bag(out / 'bag', recording)
     plot(out / 'demo.png', recording, f'camstab demo: {args.method} on {args.scenario}',
          view_of(args))
-    print(f'wrote {out / "table.md"}, {out / "metrics.json"}, {out / "demo.png"} and '
-          f'{out / "bag"} ({count} messages)')
+    shared = common_poses(recording)
+    if shared is not None:
+        write_animation(out / 'audience.gif', *shared, view_of(args),
+                        seconds=ANIMATION_SECONDS)
+    print(f'wrote {out / "table.md"}, {out / "metrics.json"}, {out / "demo.png"}, '
+          f'{out / "audience.gif"} and {out / "bag"} ({count} messages)')
     if recording.interrupted:
         print('demo interrupted: nodes stopped; the figures above are of what was '
               'recorded', file=sys.stderr)
