@@ -234,8 +234,10 @@ def test_evaluate_reports_screen_metrics_first_in_the_view_asked(take, tmp_path)
     (('bench', '--ros', '--seconds', '1e9'), 'need 0 < --seconds <= 86400'),
     (('bench', '--freed', '--seconds', 0), 'need 0 < --seconds <= 86400'),
     (('bench', '--ros', '--seconds', 80000), 'needs about'),
+    (('bench', '--ros', '--method', 'nope'), "unknown method 'nope'"),
+    (('bench', '--freed', '--method', 'rts'), 'not causal'),
 ])
-def test_takes_too_large_to_make_exit_2_before_allocating(tmp_path, args, message):
+def test_bad_simulate_and_bench_input_exits_2_before_any_work(tmp_path, args, message):
     result = camstab(*args, *(('--out', tmp_path / 'take') if args[0] == 'simulate' else ()))
     assert result.returncode == 2
     assert message in result.stderr and 'Traceback' not in result.stderr

@@ -1,6 +1,7 @@
 """`camstab bench`: per-pose cost of each method; with --ros or --freed, node latency."""
 from camstab_ros.core.evaluation import BENCH_SCENARIO, benchmark
 from camstab_ros.core.methods import list_methods
+from camstab_ros.core.stabilizer import check_method
 from camstab_ros.tools.common import format_table, methods_arg, UsageError, write_json
 
 
@@ -37,6 +38,11 @@ def run_bench(args):
                                          and 1.0 <= args.rate_hz <= 1000.0):
         raise UsageError(f'need 0 < --seconds <= {MAX_SECONDS:g} and 1 <= --rate-hz <= 1000, '
                          f'got {args.seconds:g} and {args.rate_hz:g}')
+    if args.ros or args.freed:
+        try:
+            check_method(args.method)
+        except ValueError as exc:  # an unknown or an offline method
+            raise UsageError(str(exc)) from None
     if args.ros:
         from camstab_ros.tools.ros_bench import run_ros_bench
         return run_ros_bench(args)
