@@ -56,7 +56,7 @@ def test_no_tracker_is_made_worse_on_stage_moves(figures, method):
 
 
 @pytest.mark.xfail(reason='known miss: handheld motion a fine tracker cannot be told from '
-                          '(README, tracker matrix)', strict=False)
+                          '(README, tracker matrix)', strict=True)
 @pytest.mark.parametrize('method', METHODS)
 def test_no_tracker_is_made_worse_on_handheld_moves(figures, method):
     worst = max(max(r[k] for k in RATIOS) for cell, r in figures.items()

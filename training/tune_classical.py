@@ -31,15 +31,13 @@ from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate
 import numpy as np
 from scipy.optimize import minimize
-from training.matrix import RATES_HZ, TRACKERS
+from training.matrix import RATES_HZ, RATIOS, STILL_MIN_RATE_HZ, TRACKERS
 from training.splits import TRAIN_SEEDS
 
 
 TAKE_SECONDS = 12.0
 HARM_PENALTY = 30.0
 STILL_WEIGHT = 0.5
-STILL_MIN_RATE_HZ = 60.0
-RATIOS = ('screen_rmse_px', 'pos_rmse_mm', 'rot_rmse_deg')
 MAX_EVALUATIONS = 60
 
 # The parameters searched per method (the others keep their defaults).

@@ -160,7 +160,6 @@ class PoseKalmanFilter:
                           math.radians(params['measurement_noise_deg'])]) ** 2
         # Groups whose noise is 'auto' (0) take the noise meter's reading at every step.
         self._auto = [bool(v == 0.0) for v in fixed]
-        self._fixed_r = fixed
         self._meter = (meter or NoiseMeter()) if any(self._auto) else None
         self._feeds_meter = meter is None
         self._r = np.where(self._auto, UNMEASURED_VARIANCE, fixed)

@@ -22,14 +22,14 @@ The total noise, coloured part included, can only be seen while the camera holds
 the meter also cuts the stream into HOLD_BLOCK_S blocks, and a block whose quarters' means
 move slower than DESIGN.md's "still" (5 mm/s and 0.5 deg/s) is a hold: the median of
 the robust spreads (median absolute deviations) of the last HOLD_BLOCKS holds is the
-total reading (within -15% of AR(1)
-noise wandering over 0.5 s; exact on white noise). On a take without holds there is no
-total reading.
+total reading (within -15% of AR(1) noise wandering over 0.5 s; exact on white noise). On
+a take without holds there is no total reading.
 """
 from collections import deque
 import math
 
 from camstab_ros.core import quaternion as quat
+from camstab_ros.core.metrics import STILL_SPEED_M_S, STILL_SPEED_RAD_S
 import numpy as np
 
 
@@ -48,7 +48,7 @@ MAX_GATED_SHARE = 0.3
 # (m/s, rad/s), blocks kept.
 HOLD_BLOCK_S = 4.0
 HOLD_PARTS = 4
-STILL_SPEED = (0.005, math.radians(0.5))
+STILL_SPEED = (STILL_SPEED_M_S, STILL_SPEED_RAD_S)
 HOLD_BLOCKS = 8
 
 
@@ -90,11 +90,6 @@ class NoiseMeter:
         """Return the rotation noise, mean of the three axes' sigmas in deg (None: no reading)."""
         sigma = self._group_sigma(3)
         return None if sigma is None else math.degrees(sigma)
-
-    @property
-    def total_ready(self):
-        """Tell whether a hold was seen (the total reading exists)."""
-        return bool(self._holds)
 
     def total_sigmas(self):
         """Return the total (position m, rotation rad) sigmas seen on holds, or None."""

@@ -14,7 +14,7 @@ import logging
 from camstab_ros.core.evaluation import matched_truth, run_take
 from camstab_ros.core.metrics import screen_errors, ScreenView
 from camstab_ros.tools.common import add_view_arguments, UsageError, view_of
-from camstab_ros.tools.takes import _read, add_time_unit_argument
+from camstab_ros.tools.takes import add_time_unit_argument, read_take
 import numpy as np
 
 
@@ -48,12 +48,12 @@ def run_animate(args):
     """Write the audience's view of NOISY and STABILISED against TRUTH as a GIF."""
     if not (0.0 < args.seconds <= 600.0 and 1.0 <= args.fps <= 60.0):
         raise UsageError('need 0 < --seconds <= 600 and 1 <= --fps <= 60')
-    truth, truth_t = _read(args.truth, args.time_unit)
-    noisy, t = _read(args.noisy, args.time_unit)
+    truth, truth_t = read_take(args.truth, args.time_unit)
+    noisy, t = read_take(args.noisy, args.time_unit)
     try:
         truth_p, truth_q = matched_truth(truth_t, truth.p, truth.q, t)
         if args.stabilised:
-            stab, stab_t = _read(args.stabilised, args.time_unit)
+            stab, stab_t = read_take(args.stabilised, args.time_unit)
             stab_p, stab_q = matched_truth(stab_t, stab.p, stab.q, t)
         else:
             result = run_take(args.method, t, noisy.p, noisy.q)

@@ -32,7 +32,7 @@ TIME_UNITS = {'s': 1.0, 'ms': 1e-3, 'us': 1e-6, 'ns': 1e-9}
 STEP_RANGE_S = (1e-5, 1.0)
 
 
-def _read(path, time_unit='s'):
+def read_take(path, time_unit='s'):
     """Read a trajectory; its stamps in seconds (UsageError when they cannot be)."""
     try:
         traj = read_trajectory(path)
@@ -133,7 +133,7 @@ def run_smooth(args):
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f'{args.output}: the output would overwrite the input; choose '
                          'another path')
-    traj, t = _read(args.input, args.time_unit)
+    traj, t = read_take(args.input, args.time_unit)
     try:
         result = run_take(args.method, t, traj.p, traj.q, params,
                           progress=_progress(len(traj), args.method), strict=args.strict)
@@ -164,8 +164,8 @@ def configure_evaluate(parser):
 def run_evaluate(args):
     """Print the metrics of each method on NOISY against TRUTH."""
     methods = args.methods or list_methods()
-    (noisy, t), (truth, truth_t) = (_read(args.noisy, args.time_unit),
-                                    _read(args.truth, args.time_unit))
+    (noisy, t), (truth, truth_t) = (read_take(args.noisy, args.time_unit),
+                                    read_take(args.truth, args.time_unit))
     try:
         truth_p, truth_q = matched_truth(truth_t, truth.p, truth.q, t)
     except ValueError as exc:
