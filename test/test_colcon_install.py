@@ -62,7 +62,8 @@ def test_share_directory_holds_launch_config_and_models(workspace):
 def test_console_scripts_are_installed_where_ros2_run_finds_them(workspace):
     lib = workspace / 'install' / 'camstab_ros' / 'lib' / 'camstab_ros'
     for script in ('camstab', 'stabilizer', 'jitter_simulator', 'freed_receiver',
-                   'freed_sender', 'freed_bridge'):
+                   'freed_sender', 'freed_bridge', 'opentrackio_receiver', 'opentrackio_sender',
+                   'tracking_bridge'):
         assert os.access(lib / script, os.X_OK), f'{script} missing from {lib}'
 
 

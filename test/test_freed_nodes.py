@@ -4,9 +4,9 @@ import threading
 import time
 
 from camstab_ros.io import freed
-from camstab_ros.io.freed_udp import TimeBase
-from camstab_ros.nodes.freed_receiver import FreedReceiverNode
-from camstab_ros.nodes.freed_sender import FreedSenderNode
+from camstab_ros.io.tracking_udp import TimeBase
+from camstab_ros.nodes.tracking_receiver import FreedReceiverNode
+from camstab_ros.nodes.tracking_sender import FreedSenderNode
 from diagnostic_msgs.msg import DiagnosticArray
 import pytest
 import rclpy

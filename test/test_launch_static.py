@@ -9,9 +9,8 @@ parameter file must be the rendering of every node's parameter specs.
 import ast
 import re
 import runpy
-import sys
 
-from camstab_ros.nodes import camera_stabilizer, freed_bridge, jitter_simulator
+from camstab_ros.nodes import camera_stabilizer, jitter_simulator, tracking_bridge
 from camstab_ros.tools import demo, params_yaml
 from helpers import PROJECT
 import pytest
@@ -20,14 +19,13 @@ import yaml
 
 
 LAUNCH = PROJECT / 'launch' / 'demo.launch.py'
-BRIDGE_LAUNCH = PROJECT / 'launch' / 'freed_bridge.launch.py'
+BRIDGE_LAUNCH = PROJECT / 'launch' / 'tracking_bridge.launch.py'
 PARAMS = PROJECT / 'config' / 'params.yaml'
 RVIZ = PROJECT / 'config' / 'demo.rviz'
-NODE_SPECS = {node.NODE_NAME: sys.modules[node.__module__].parameter_specs()
-              for node in params_yaml.NODES}
+NODE_SPECS = {node.NODE_NAME: node.parameter_specs() for node in params_yaml.NODES}
 STABILIZER = camera_stabilizer.CameraStabilizerNode.NODE_NAME
 SIMULATOR = jitter_simulator.JitterSimulatorNode.NODE_NAME
-BRIDGE = freed_bridge.FreedBridgeNode.NODE_NAME
+BRIDGE = tracking_bridge.TrackingBridgeNode.NODE_NAME
 
 
 @pytest.fixture(scope='module')
@@ -116,14 +114,15 @@ def test_every_file_the_launch_file_names_is_installed(launch_tree, setup_kwargs
 def test_the_bridge_launch_file_starts_the_bridge_with_its_installed_parameters(
         bridge_tree, setup_kwargs):
     nodes = _nodes(bridge_tree)
-    assert {n['executable'] for n in nodes.values()} == {'freed_bridge'}
+    assert {n['executable'] for n in nodes.values()} == {'tracking_bridge'}
     assert BRIDGE in nodes
     scripts = dict(entry.replace(' ', '').split('=')
                    for entry in setup_kwargs['entry_points']['console_scripts'])
-    assert scripts['freed_bridge'] == 'camstab_ros.nodes.freed_bridge:main'
+    assert scripts['tracking_bridge'] == 'camstab_ros.nodes.tracking_bridge:main'
+    assert scripts['freed_bridge'] == 'camstab_ros.nodes.tracking_bridge:main_freed'
     installed = [name for destination, files in setup_kwargs['data_files']
                  for name in files if destination == 'share/camstab_ros/launch']
-    assert 'launch/freed_bridge.launch.py' in installed
+    assert 'launch/tracking_bridge.launch.py' in installed
     declared = {}
     for call in _calls(bridge_tree, 'DeclareLaunchArgument'):
         name = ast.literal_eval(call.args[0])

@@ -11,6 +11,7 @@ from camstab_ros.core import quaternion as quat
 from camstab_ros.io import freed
 from camstab_ros.io.mosys_f4 import f4_to_freed, f4_to_pose, read_f4
 from camstab_ros.io.udp import UdpReceiver
+from camstab_ros.tools.processes import node_command
 from camstab_ros.tools.replay import load_frames, replay, ReplayError
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ class Process:
     """A child process whose stderr lines are collected by a thread."""
 
     def __init__(self, args, env):
-        self.proc = subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env,
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines = queue.Queue()
@@ -91,9 +92,9 @@ class Process:
 
 
 def start_bridge(env, destination_port, *params):
-    args = ['-m', 'camstab_ros.nodes.freed_bridge', '--ros-args',
-            '-p', 'bind_address:=127.0.0.1', '-p', 'port:=0',
-            '-p', f'destination:=127.0.0.1:{destination_port}']
+    args = node_command('freed_bridge') + [
+        '--ros-args', '-p', 'bind_address:=127.0.0.1', '-p', 'port:=0',
+        '-p', f'destination:=127.0.0.1:{destination_port}']
     for param in params:
         args += ['-p', param]
     bridge = Process(args, env)
@@ -108,8 +109,9 @@ def test_mosys_take_through_replay_and_bridge_arrives_whole_and_in_order(ros_dom
     sock = listener()
     bridge, port = start_bridge(ros_domain_env, sock.getsockname()[1], 'method:=passthrough')
     try:
-        replay = Process(['-m', 'camstab_ros.cli', 'replay', '--format', 'f4', str(F4_TAKE),
-                          '--to', f'127.0.0.1:{port}', '--rate-factor', '10'], ros_domain_env)
+        replay = Process([sys.executable, '-m', 'camstab_ros.cli', 'replay', '--format', 'f4',
+                          str(F4_TAKE), '--to', f'127.0.0.1:{port}', '--rate-factor', '10'],
+                         ros_domain_env)
         got = receive(sock, len(take), timeout=10.0)
         assert replay.wait() == 0, ''.join(replay.output)
         assert f'sent {len(take)} datagrams, 0 send errors' in ''.join(replay.output)
@@ -173,8 +175,8 @@ def test_bridge_on_a_port_in_use_exits_with_a_clear_error(ros_domain_env):
     taken = listener()
     port = taken.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, '-m', 'camstab_ros.nodes.freed_bridge', '--ros-args',
-         '-p', 'bind_address:=127.0.0.1', '-p', f'port:={port}'],
+        node_command('freed_bridge') + ['--ros-args', '-p', 'bind_address:=127.0.0.1',
+                                        '-p', f'port:={port}'],
         cwd=ROOT, env=ros_domain_env, capture_output=True, text=True, timeout=30)
     taken.close()
     assert proc.returncode == 2

@@ -87,7 +87,7 @@ def test_no_node_module_imports_another_node_module():
                     and any(isinstance(n, ast.ClassDef) and any(
                         getattr(b, 'id', None) == 'Node' for b in n.bases)
                         for n in ast.walk(ast.parse(path.read_text())))}
-    assert {'camstab_ros.nodes.camera_stabilizer', 'camstab_ros.nodes.freed_bridge'} <= \
+    assert {'camstab_ros.nodes.camera_stabilizer', 'camstab_ros.nodes.tracking_bridge'} <= \
         node_modules
     wrong = [f'{module} imports {target}' for module in node_modules
              for target in GRAPH[module] if target in node_modules and target != module]

@@ -23,7 +23,8 @@ class ParamSpec:
     the converted value (before the choices are checked, so it can say why a value is
     not among them) and raises ValueError with the reason when the value is invalid.
     `auto`: the number 0 (or the word 'auto') means "measured online" and is valid
-    outside the range; the parameter stays a number for ROS.
+    outside the range; the parameter stays a number for ROS. `any_type`: a text parameter
+    that also takes a number (`output_rate: 25`), read as its text.
     """
 
     default: object
@@ -34,6 +35,7 @@ class ParamSpec:
     choices: tuple = ()
     check: object = None
     auto: bool = False
+    any_type: bool = False
 
     def describe_range(self):
         """Describe the valid values in words, for error messages and descriptors."""

@@ -57,14 +57,34 @@ def parse_allow_list(entries):
     return tuple(networks)
 
 
+def is_multicast(host):
+    """Tell whether host is an IPv4 multicast group address (224.0.0.0/4)."""
+    try:
+        return ipaddress.ip_address(host).is_multicast
+    except ValueError:
+        return False
+
+
 def bind_udp(host, port, timeout=None):
-    """Return a UDP socket bound to host:port; UdpError saying why if that is impossible."""
+    """
+    Return a UDP socket bound to host:port; UdpError saying why if that is impossible.
+
+    A multicast host (e.g. OpenTrackIO's 239.135.1.N) is joined on every interface, and
+    the port may be shared with other listeners of the group.
+    """
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except OSError as exc:
         raise UdpError(f'cannot create a UDP socket: {exc.strerror}') from None
     try:
-        sock.bind((host, port))
+        if is_multicast(host):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            membership = struct.pack('4s4s', socket.inet_aton(host),
+                                     socket.inet_aton('0.0.0.0'))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        else:
+            sock.bind((host, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

@@ -61,19 +61,19 @@ NODE_SPECS = {
 HOUSEKEEPING_HZ = 10.0
 
 
-def parameter_specs():
-    """Every parameter of the node: {name: ParamSpec}, in declaration order."""
-    return {**pipeline.parameter_specs(), **NODE_SPECS}
-
-
 class CameraStabilizerNode(Node):
     """Thin ROS shell around the core `Stabilizer`; see the module docstring for topics."""
 
     NODE_NAME = 'camera_stabilizer'
 
+    @staticmethod
+    def parameter_specs():
+        """Every parameter of the node: {name: ParamSpec}, in declaration order."""
+        return {**pipeline.parameter_specs(), **NODE_SPECS}
+
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
-        self._specs = parameter_specs()
+        self._specs = self.parameter_specs()
         values = declare_parameters(self, self._specs)
         self._stabilizer = pipeline.Stabilizer.from_values(
             values, frame_id=values['input_frame_id'], max_future_s=values['max_future_s'])

@@ -53,7 +53,7 @@ _NOISE_RANGES = {
 }
 
 
-def parameter_specs():
+def _simulator_specs():
     """Every parameter of the node: {name: ParamSpec}, in declaration order."""
     specs = {
         'scenario': ParamSpec('dolly', 'simulated camera move',
@@ -80,9 +80,14 @@ class JitterSimulatorNode(Node):
 
     NODE_NAME = 'jitter_simulator'
 
+    @staticmethod
+    def parameter_specs():
+        """Every parameter of the node (all read-only): {name: ParamSpec}."""
+        return _simulator_specs()
+
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
-        values = declare_parameters(self, parameter_specs(), read_only=True)
+        values = declare_parameters(self, self.parameter_specs(), read_only=True)
         noise = simulation.TrackerNoise(**{
             key[len('noise.'):]: value for key, value in values.items()
             if key.startswith('noise.')})

@@ -56,7 +56,7 @@ def parameter_descriptor(name, spec, read_only=False):
     unit = f' [{spec.unit}]' if spec.unit else ''
     descriptor = ParameterDescriptor(
         name=name, description=f'{spec.description}{unit}; default {spec.default!r}',
-        read_only=read_only)
+        read_only=read_only, dynamic_typing=spec.any_type)
     if spec.choices:
         descriptor.additional_constraints = spec.describe_range()
     if isinstance(spec.default, bool) or spec.low is None or spec.high is None:

@@ -7,14 +7,15 @@ from pathlib import Path
 import sys
 import textwrap
 
-from camstab_ros.nodes import (camera_stabilizer, freed_bridge, freed_receiver, freed_sender,
-                               jitter_simulator)
+from camstab_ros.nodes import (camera_stabilizer, jitter_simulator, tracking_bridge,
+                               tracking_receiver, tracking_sender)
 
 
 # Every node of the package, in the order of the file.
 NODES = (camera_stabilizer.CameraStabilizerNode, jitter_simulator.JitterSimulatorNode,
-         freed_receiver.FreedReceiverNode, freed_sender.FreedSenderNode,
-         freed_bridge.FreedBridgeNode)
+         tracking_receiver.FreedReceiverNode, tracking_sender.FreedSenderNode,
+         tracking_bridge.FreedBridgeNode, tracking_receiver.OpenTrackIOReceiverNode,
+         tracking_sender.OpenTrackIOSenderNode, tracking_bridge.TrackingBridgeNode)
 
 HEADER = """\
 # Parameters of the camstab_ros nodes, keyed by node name (ros2 run / launch --params-file).
@@ -58,7 +59,7 @@ def _node_block(node, specs, overrides):
 
 def render():
     """Render the text of config/params.yaml."""
-    blocks = [_node_block(node.NODE_NAME, sys.modules[node.__module__].parameter_specs(),
+    blocks = [_node_block(node.NODE_NAME, node.parameter_specs(),
                           DEMO_OVERRIDES.get(node.NODE_NAME, {}))
               for node in NODES]
     return HEADER + '\n' + '\n\n'.join(blocks) + '\n'

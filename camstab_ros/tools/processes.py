@@ -18,12 +18,16 @@ import sys
 import threading
 
 
-# Modules of the executables, for a source tree without installed console scripts.
-NODES = {'jitter_simulator': 'camstab_ros.nodes.jitter_simulator',
-         'stabilizer': 'camstab_ros.nodes.camera_stabilizer',
-         'freed_bridge': 'camstab_ros.nodes.freed_bridge',
-         'freed_receiver': 'camstab_ros.nodes.freed_receiver',
-         'freed_sender': 'camstab_ros.nodes.freed_sender'}
+# Entry points (module, function) of the executables, for a source tree without installed
+# console scripts (setup.py names the same ones).
+NODES = {'jitter_simulator': ('camstab_ros.nodes.jitter_simulator', 'main'),
+         'stabilizer': ('camstab_ros.nodes.camera_stabilizer', 'main'),
+         'freed_bridge': ('camstab_ros.nodes.tracking_bridge', 'main_freed'),
+         'tracking_bridge': ('camstab_ros.nodes.tracking_bridge', 'main'),
+         'freed_receiver': ('camstab_ros.nodes.tracking_receiver', 'main'),
+         'freed_sender': ('camstab_ros.nodes.tracking_sender', 'main'),
+         'opentrackio_receiver': ('camstab_ros.nodes.tracking_receiver', 'main_opentrackio'),
+         'opentrackio_sender': ('camstab_ros.nodes.tracking_sender', 'main_opentrackio')}
 STOP_GRACE_S = 5.0
 # Private domain ids are drawn from 1..100 (0 is the default; ids above 101 can collide
 # with ephemeral ports on Linux).
@@ -64,7 +68,7 @@ def node_command(name):
     Return the command that starts the executable `name` of the package.
 
     The installed console script (next to this Python, else on PATH); from a source tree
-    without one, `python -m` of its module.
+    without one, Python calling its entry point.
     """
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
@@ -72,7 +76,9 @@ def node_command(name):
     found = shutil.which(name)
     if found:
         return [found]
-    return [sys.executable, '-m', NODES[name]]
+    module, function = NODES[name]
+    return [sys.executable, '-c',
+            f'import sys; from {module} import {function}; sys.exit({function}())']
 
 
 def ros_arguments(params_file, overrides, remaps):
