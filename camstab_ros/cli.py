@@ -35,9 +35,10 @@ COMMANDS = {
              'Start the jitter_simulator and stabilizer executables with config/params.yaml '
              'on a private ROS_DOMAIN_ID, print a live line per second and a final table, '
              'write a plot and an mcap rosbag of the three topics.'),
-    'replay': ('replay', 'send a recording over UDP as FreeD (a stand-in tracker)',
-               'Send a recording as FreeD D1 datagrams with its original timing: Mo-Sys F4 '
-               'capture, TUM/CSV trajectory or raw FreeD.'),
+    'replay': ('replay', 'send a recording over UDP as FreeD or OpenTrackIO (a stand-in '
+               'tracker)',
+               'Send a recording as FreeD D1 or OpenTrackIO with its original timing: Mo-Sys '
+               'F4 capture, TUM/CSV trajectory, raw FreeD or OpenTrackIO samples.'),
     'bag': ('bag_tools', 'record, play and inspect rosbag2 bags without rosbag2',
             'rosbag2 tools on the rosbags library; bags stay readable by ros2 bag.'),
     'methods': ('takes', 'list methods and their parameters',

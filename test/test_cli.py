@@ -232,10 +232,10 @@ def test_evaluate_reports_screen_metrics_first_in_the_view_asked(take, tmp_path)
     (('simulate', '--seconds', 86400, '--rate', 240), 'half of this machine'),
     (('simulate', '--noise', 'loud'), 'available: none, quiet_optical'),
     (('bench', '--ros', '--seconds', '1e9'), 'need 0 < --seconds <= 86400'),
-    (('bench', '--freed', '--seconds', 0), 'need 0 < --seconds <= 86400'),
+    (('bench', '--bridge', '--seconds', 0), 'need 0 < --seconds <= 86400'),
     (('bench', '--ros', '--seconds', 80000), 'needs about'),
     (('bench', '--ros', '--method', 'nope'), "unknown method 'nope'"),
-    (('bench', '--freed', '--method', 'rts'), 'not causal'),
+    (('bench', '--bridge', '--method', 'rts'), 'not causal'),
 ])
 def test_bad_simulate_and_bench_input_exits_2_before_any_work(tmp_path, args, message):
     result = camstab(*args, *(('--out', tmp_path / 'take') if args[0] == 'simulate' else ()))

@@ -318,3 +318,62 @@ def test_multicast_group_of_a_source_number():
     for bad in (0, 201, True):
         with pytest.raises(ValueError):
             otio.multicast_group(bad)
+
+
+# -- across protocols and recordings ------------------------------------------------------
+
+def test_freed_and_opentrackio_carry_lens_and_ids_across():
+    from camstab_ros.io import freed
+    from camstab_ros.io.tracking_udp import TrackingEncoder
+    packet = freed.FreeDPacket(12, 30.0, -4.0, 1.0, 0.5, 2.0, 1.4, 70000, 1234, 99)
+    position, quaternion = freed.packet_to_pose(packet)
+    (datagram,) = TrackingEncoder('opentrackio').encode(position, quaternion, packet)
+    sample = otio.decode_payload(otio.parse_packet(datagram).data)
+    assert sample['sourceNumber'] == 12
+    assert sample['lens']['rawEncoders'] == {'zoom': 70000, 'focus': 1234}
+    assert sample['transforms'][0]['rotation']['pan'] == pytest.approx(-30.0)  # turns left
+    assert sample['transforms'][0]['rotation']['tilt'] == pytest.approx(-4.0)
+    assert sample['transforms'][0]['rotation']['roll'] == pytest.approx(1.0)
+    (back,) = TrackingEncoder('freed').encode(*otio.sample_pose(sample), sample)
+    back = freed.decode(back)
+    assert (back.camera_id, back.zoom, back.focus) == (12, 70000, 1234)
+    for axis in ('pan_deg', 'tilt_deg', 'roll_deg', 'x_m', 'y_m', 'z_m'):
+        assert getattr(back, axis) == pytest.approx(getattr(packet, axis), abs=1e-4)
+    sample['sourceNumber'] = 4000  # no FreeD camera id: 0
+    sample['lens']['rawEncoders']['zoom'] = 1 << 30  # beyond 24 bits: 0
+    back = freed.decode(TrackingEncoder('freed').encode(position, quaternion, sample)[0])
+    assert (back.camera_id, back.zoom, back.focus) == (0, 0, 1234)
+
+
+def test_recordings_read_as_json_lines_and_cbor_sequences(tmp_path):
+    from camstab_ros.io.trajectory import read_trajectory, TrajectoryError
+    import cbor2
+    samples = [otio.make_sample([0.1 * k, 2.0, 1.5], [0, 0, 0, 1], otio.new_id(),
+                                sequence=k, stamp_s=50.0 + k / 25) for k in range(10)]
+    jsonl = tmp_path / 'take.jsonl'
+    jsonl.write_text('\n'.join(json.dumps(s) for s in samples) + '\n')
+    cbor = tmp_path / 'take.cbor'
+    cbor.write_bytes(b''.join(cbor2.dumps(s) for s in samples))
+    for path in (jsonl, cbor):
+        assert otio.read_samples(path) == samples
+        traj = read_trajectory(path)
+        assert traj.t == pytest.approx(50.0 + np.arange(10) / 25)
+        assert traj.p[:, 0] == pytest.approx(0.1 * np.arange(10))
+    for sample in samples:  # no stamps: timed by the sample rate
+        sample['timing'] = {'mode': 'external', 'sampleRate': {'num': 30000, 'denom': 1001}}
+    jsonl.write_text('\n'.join(json.dumps(s) for s in samples))
+    assert read_trajectory(jsonl).t == pytest.approx(np.arange(10) * 1001 / 30000)
+    for sample in samples:
+        del sample['timing']
+    jsonl.write_text('\n'.join(json.dumps(s) for s in samples))
+    with pytest.raises(TrajectoryError, match='cannot be timed'):
+        read_trajectory(jsonl)
+    jsonl.write_text(json.dumps(samples[0]) + '\n{"transforms": [\n')
+    with pytest.raises(TrajectoryError, match='take.jsonl:2'):
+        read_trajectory(jsonl)
+    cbor.write_bytes(cbor2.dumps(samples[0]) + b'\xff\xff')
+    with pytest.raises(TrajectoryError, match='not CBOR'):
+        read_trajectory(cbor)
+    with pytest.raises(TrajectoryError, match='read, not written'):
+        from camstab_ros.io.trajectory import write_trajectory
+        write_trajectory(jsonl, [0.0], [[0, 0, 0]], [[0, 0, 0, 1]])

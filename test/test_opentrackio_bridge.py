@@ -385,3 +385,33 @@ def test_output_rate_is_refused_with_a_clear_error(ros_domain_env, tmp_path):
     proc = start(command, ros_domain_env, log)
     assert proc.wait(30) == 2
     assert "'fast' is not an output rate" in log.read_text()
+
+
+def test_a_flood_is_counted_and_the_next_good_sample_still_goes_through(ros_domain,
+                                                                        tmp_path):
+    sock = listener()
+    bridge, port = start_bridge(ros_domain.env(), tmp_path, sock.getsockname()[1],
+                                'input_protocol:=opentrackio', 'output_protocol:=opentrackio')
+    observer = Observer(ros_domain.domain_id)
+    flood = 5000
+    try:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for k in range(flood):
+            sender.sendto(b'OTrk' + bytes(8), ('127.0.0.1', port))  # truncated headers
+        time.sleep(0.5)
+        good = otio.packets(otio.encode_payload(good_sample(1)), 'json', 1)[0]
+        sender.sendto(good, ('127.0.0.1', port))
+        got = receive(sock, 1, timeout=2.0)
+        sender.close()
+        name = status_name('tracking_bridge', 'tracking bridge')
+
+        def counted():
+            figures = observer.diagnostics.get(name, (None, {}))[1]
+            return sum(int(figures.get(f'dropped.{r}', 0)) for r in (
+                'truncated_header', 'queue_overflow', 'kernel_overflow'))
+        observer.spin_until(lambda: counted() == flood, what=f'{flood} drops counted')
+    finally:
+        observer.close()
+        assert stop(bridge) == 0
+        sock.close()
+    assert [s['timing']['sequenceNumber'] for s in samples_of(got)] == [1]

@@ -1,4 +1,5 @@
 """`camstab replay` -> `freed_bridge` -> a UDP listener, over real UDP on 127.0.0.1."""
+import json
 from pathlib import Path
 import queue
 import socket
@@ -214,6 +215,9 @@ def run_replay(*args):
     (b'\xd1' * 40, 'freed', 'not a whole number of 29-byte'),
     (b'0 1 2 3 0 0 0 1\n', 'f4', 'no valid F4 packet'),
     (b'\xf4\x01\x05\x00\x01', 'f4', 'no valid F4 packet'),
+    (b'{"transforms": []}\n', 'opentrackio', 'take.bin:1: invalid_sample'),
+    (b'{"timing": {}}\n', 'opentrackio', 'no_pose'),
+    (b'\x9f\x01', 'opentrackio', 'not CBOR'),
 ])
 def test_replay_of_a_bad_file_sends_nothing_and_says_why(tmp_path, content, fmt, message):
     path = tmp_path / 'take.bin'
@@ -243,7 +247,7 @@ def test_tum_and_raw_freed_replays_keep_their_timing(tmp_path):
     t = np.array([f[0] for f in frames])
     assert t[0] == 0.0 and 29.0 < t[-1] < 31.0
     raw = tmp_path / 'capture.freed'
-    raw.write_bytes(b''.join(data for _, data in frames[:50]))
+    raw.write_bytes(b''.join(data[0] for _, data in frames[:50]))
     sock = listener()
     try:
         start = time.monotonic()
@@ -254,13 +258,13 @@ def test_tum_and_raw_freed_replays_keep_their_timing(tmp_path):
     finally:
         sock.close()
     assert proc.returncode == 0, proc.stderr
-    assert got == [data for _, data in frames[:50]]
+    assert got == [data[0] for _, data in frames[:50]]
     assert elapsed >= 49 / 100 / 2  # a lower bound: it kept the frame timing
 
 
 def test_replay_loop_repeats_the_take_in_order():
-    frames = [(k / 1000.0, freed.encode(freed.FreeDPacket(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                                                          0, 0, k))) for k in range(5)]
+    frames = [(k / 1000.0, [freed.encode(freed.FreeDPacket(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                                           0, 0, k))]) for k in range(5)]
     calls = []
     sock = listener()
     try:
@@ -297,3 +301,44 @@ def test_receiver_reports_the_datagrams_the_kernel_dropped():
     assert taken[-1][0] == b'after the flood'
     assert receiver.dropped_kernel > 0
     assert len(taken) + receiver.dropped_kernel == sent + 1
+
+
+@pytest.mark.skipif(not TUM_TAKE.is_file(), reason='../shared/data is absent')
+@pytest.mark.parametrize('fmt', ['tum', 'opentrackio'])
+@pytest.mark.parametrize('protocol', ['freed', 'opentrackio'])
+def test_replay_sends_either_protocol_from_any_recording(tmp_path, fmt, protocol):
+    from camstab_ros.io import opentrackio as otio
+    from camstab_ros.io.trajectory import read_trajectory
+    traj = read_trajectory(TUM_TAKE)
+    n = 40
+    path = tmp_path / 'take.tum'
+    if fmt == 'opentrackio':
+        path = tmp_path / 'take.jsonl'
+        recorded = [otio.make_sample(traj.p[k], traj.q[k], otio.new_id(), sequence=k,
+                                     stamp_s=traj.t[k]) for k in range(n)]
+        path.write_text('\n'.join(json.dumps(s) for s in recorded))
+    else:
+        rows = [(traj.t[k], *traj.p[k], *traj.q[k]) for k in range(n)]
+        path.write_text('\n'.join(' '.join(f'{v:.9f}' for v in row) for row in rows))
+    sock = listener()
+    try:
+        proc = run_replay('--format', fmt, str(path), '--protocol', protocol, '--encoding',
+                          'cbor', '--rate-factor', '5', '--to',
+                          f'127.0.0.1:{sock.getsockname()[1]}')
+        got = receive(sock, n, timeout=0.5)
+    finally:
+        sock.close()
+    assert proc.returncode == 0, proc.stderr
+    assert len(got) == n
+    for k, data in enumerate(got):
+        if protocol == 'freed':
+            p, q = freed.packet_to_pose(freed.decode(data))
+        else:
+            segment = otio.parse_packet(data)
+            assert segment.encoding == 'cbor' and segment.sequence == k
+            sample = otio.decode_payload(segment.data, 'cbor')
+            if fmt == 'opentrackio':
+                assert sample == recorded[k]  # sent as recorded
+            p, q = otio.sample_pose(sample)
+        np.testing.assert_allclose(p, traj.p[k], atol=1e-4)
+        assert np.degrees(quat.angle_between(q, traj.q[k])) < 1e-3

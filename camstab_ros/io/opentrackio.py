@@ -23,6 +23,7 @@ positive pan turns left (counter-clockwise seen from above), FreeD's turns right
 `scale` is passed through and not applied to the pose (a camera transform has none).
 """
 from dataclasses import dataclass
+import io
 import json
 import math
 import struct
@@ -455,3 +456,61 @@ def sample_time(sample):
 def decode_sample(payload, encoding):
     """Decode and check one reassembled payload; OpenTrackIOError with the drop reason."""
     return check_sample(decode_payload(payload, encoding))
+
+
+def read_samples(path):
+    """
+    Read a recording of samples: JSON Lines (one sample per line) or a CBOR sequence.
+
+    The first byte tells which ('{' starts JSON). Every sample is checked; an
+    OpenTrackIOError names the file, the sample (line) and the reason.
+    """
+    try:
+        data = open(path, 'rb').read()
+    except OSError as exc:
+        raise OpenTrackIOError('unreadable', f'{path}: cannot read: {exc.strerror}') from None
+    text = data.lstrip()
+    samples = []
+    if text.startswith(b'{'):
+        for line_no, line in enumerate(data.splitlines(), 1):
+            if line.strip():
+                samples.append((f'{path}:{line_no}', line, 'json'))
+    else:
+        decoder = cbor2.CBORDecoder(io.BytesIO(data))
+        while decoder.fp.tell() < len(data):
+            start = decoder.fp.tell()
+            try:
+                item = decoder.decode()
+            except (cbor2.CBORDecodeError, ValueError) as exc:
+                raise OpenTrackIOError('garbage_payload', f'{path}: byte {start}: not CBOR '
+                                       f'({exc})') from None
+            samples.append((f'{path}: sample {len(samples) + 1}', item, None))
+    out = []
+    for where, item, encoding in samples:
+        try:
+            sample = decode_payload(item, encoding) if encoding else item
+            if not isinstance(sample, dict):
+                raise OpenTrackIOError('garbage_payload', 'a sample is an object')
+            out.append(check_sample(sample))
+        except OpenTrackIOError as exc:
+            raise OpenTrackIOError(exc.reason, f'{where}: {exc}') from None
+    if not out:
+        raise OpenTrackIOError('no_pose', f'{path}: no samples in the file')
+    return out
+
+
+def sample_times(samples):
+    """
+    Return the stamps (s) of recorded samples: their sampleTimestamps, else index / rate.
+
+    OpenTrackIOError when neither times them (no sampleTimestamp on every sample and no
+    sampleRate on the first).
+    """
+    stamps = [sample_time(s) for s in samples]
+    if all(t is not None for t in stamps):
+        return stamps
+    rate = (samples[0].get('timing') or {}).get('sampleRate')
+    if rate:
+        return [k * rate['denom'] / rate['num'] for k in range(len(samples))]
+    raise OpenTrackIOError('no_timing', 'the samples have neither a sampleTimestamp each '
+                           'nor a sampleRate: they cannot be timed')

@@ -7,7 +7,8 @@ Camera tracking over UDP, free of ROS: FreeD D1 or OpenTrackIO in, either one ou
   frame clock);
 - `TrackingInput`: a receiver thread calling a handler per valid sample, drops counted by
   reason;
-- `TrackingOutput`: pose + what the input carried -> datagram(s) of either protocol;
+- `TrackingEncoder` / `TrackingOutput`: pose + what the input carried -> the datagram(s)
+  of either protocol, and sent;
 - INPUT_SPECS / OUTPUT_SPECS: their parameters, shared by the nodes and the bridge.
 
 Crossing protocols: FreeD -> OpenTrackIO writes the camera id as `sourceNumber`, zoom and
@@ -231,53 +232,45 @@ class TrackingInput:
                     self.handler(measurement, sender, arrival_ns)
 
 
-class TrackingOutput:
-    """Tracking output of one protocol: pose + what the input carried -> datagram(s)."""
+class TrackingEncoder:
+    """Pose + what the input carried -> the datagram(s) of one protocol."""
 
-    def __init__(self, protocol, host, port, camera_id=-1, encoding='json', on_drop=None):
-        """Send to host:port; camera_id >= 0 overrides the camera id / source number."""
+    def __init__(self, protocol, camera_id=-1, encoding='json'):
+        """camera_id >= 0 overrides the camera id / source number of every output."""
         if protocol not in PROTOCOLS:
             raise ValueError(f'protocol must be one of {", ".join(PROTOCOLS)}, got '
                              f'{protocol!r}')
+        if encoding not in opentrackio.ENCODINGS:
+            raise ValueError(f'OpenTrackIO encoding must be json or cbor, got {encoding!r}')
         self.protocol = protocol
-        self.udp = UdpSender(host, port)
         self.camera_id = camera_id
         self.encoding = encoding
-        self.on_drop = on_drop
-        self.dropped = Counter(dict.fromkeys(OUTPUT_DROP_REASONS, 0))
         self.source_id = opentrackio.new_id()  # this output's, for samples made from FreeD
-        self._sequence = 0
+        self.sequence = 0
 
-    @classmethod
-    def from_values(cls, protocol, values):
-        """Return a TrackingOutput configured by OUTPUT_SPECS values."""
-        host, port = parse_host_port(values['destination'] or DEFAULT_DESTINATIONS[protocol])
-        return cls(protocol, host, port, values['camera_id'],
-                   values['opentrackio_encoding'])
-
-    def send(self, position, quaternion, carried=None, frame=None):
+    def encode(self, position, quaternion, carried=None, frame=None):
         """
-        Encode and send one pose; False (counted) if it was dropped.
+        Return the datagrams of one pose; FreeDError or ValueError if it cannot be encoded.
 
         carried: the input's FreeDPacket or OpenTrackIO sample (lens, ids and timing are
         passed on), None for none. frame: (stamp_s, rate Fraction) of a video frame
         instant when the output is on the frame clock (OpenTrackIO timing rewritten;
         stamp_s None when the stamps are not the source's PTP time).
         """
-        try:
-            if self.protocol == 'freed':
-                data = [freed.encode(self._freed_packet(position, quaternion, carried))]
-            else:
-                sample = self._sample(position, quaternion, carried, frame)
-                data = opentrackio.packets(opentrackio.encode_payload(sample, self.encoding),
-                                           self.encoding, self._sequence)
-                self._sequence += 1
-        except (freed.FreeDError, ValueError) as exc:
-            return self.drop('not_encodable', str(exc))
-        for datagram in data:
-            if not self.udp.send(datagram):
-                return self.drop('send_failed', str(self.udp.last_error))
-        return True
+        if self.protocol == 'freed':
+            return [freed.encode(self._freed_packet(position, quaternion, carried))]
+        sample = self._sample(position, quaternion, carried, frame)
+        data = opentrackio.packets(opentrackio.encode_payload(sample, self.encoding),
+                                   self.encoding, self.sequence)
+        self.sequence += 1
+        return data
+
+    def encode_sample(self, sample):
+        """Return the datagrams of an OpenTrackIO sample sent as it is (a recording)."""
+        data = opentrackio.packets(opentrackio.encode_payload(sample, self.encoding),
+                                   self.encoding, self.sequence)
+        self.sequence += 1
+        return data
 
     def _freed_packet(self, position, quaternion, carried):
         camera_id, zoom, focus, spare = 0, 0, 0, 0
@@ -303,14 +296,53 @@ class TrackingOutput:
             sample = opentrackio.make_sample(
                 position, quaternion, self.source_id,
                 source_number=packet.camera_id if packet else 1,
-                sequence=self._sequence,
+                sequence=self.sequence,
                 raw_encoders={'zoom': packet.zoom, 'focus': packet.focus} if packet else None)
         if self.camera_id >= 0:
             sample['sourceNumber'] = self.camera_id
         if frame is not None:
             sample['timing'] = opentrackio.frame_timing(sample.get('timing'), frame[0],
-                                                        frame[1], self._sequence)
+                                                        frame[1], self.sequence)
         return sample
+
+
+class TrackingOutput:
+    """Tracking output of one protocol: pose + what the input carried -> datagram(s)."""
+
+    def __init__(self, protocol, host, port, camera_id=-1, encoding='json', on_drop=None):
+        """Send to host:port; camera_id >= 0 overrides the camera id / source number."""
+        self.encoder = TrackingEncoder(protocol, camera_id, encoding)
+        self.udp = UdpSender(host, port)
+        self.on_drop = on_drop
+        self.dropped = Counter(dict.fromkeys(OUTPUT_DROP_REASONS, 0))
+
+    @property
+    def camera_id(self):
+        """Return the camera id / source number sent (-1: that of the input)."""
+        return self.encoder.camera_id
+
+    @property
+    def source_id(self):
+        """Return this output's OpenTrackIO sourceId, for samples made from FreeD."""
+        return self.encoder.source_id
+
+    @classmethod
+    def from_values(cls, protocol, values):
+        """Return a TrackingOutput configured by OUTPUT_SPECS values."""
+        host, port = parse_host_port(values['destination'] or DEFAULT_DESTINATIONS[protocol])
+        return cls(protocol, host, port, values['camera_id'],
+                   values['opentrackio_encoding'])
+
+    def send(self, position, quaternion, carried=None, frame=None):
+        """Encode (see TrackingEncoder.encode) and send one pose; False (counted) if dropped."""
+        try:
+            data = self.encoder.encode(position, quaternion, carried, frame)
+        except (freed.FreeDError, ValueError) as exc:
+            return self.drop('not_encodable', str(exc))
+        for datagram in data:
+            if not self.udp.send(datagram):
+                return self.drop('send_failed', str(self.udp.last_error))
+        return True
 
     def drop(self, reason, detail):
         """Count (and report to on_drop) one dropped output; returns False."""

@@ -2,9 +2,11 @@
 Trajectory files: TUM text and CSV, read strictly and written atomically.
 
 TUM text is `t x y z qx qy qz qw` with `#` comments; CSV has the header
-`t,x,y,z,qx,qy,qz,qw`. Reading is strict (a malformed line is an error naming the file
-and line); writing is atomic (a temporary file renamed into place), so a failed command
-never leaves a half-written output.
+`t,x,y,z,qx,qy,qz,qw`. OpenTrackIO recordings (`.jsonl`: JSON Lines, `.cbor`: a CBOR
+sequence; see `io.opentrackio.read_samples`) are read too: the camera pose of each
+sample, timed by its sampleTimestamp (else its index and sampleRate). Reading is strict
+(a malformed line is an error naming the file and line); writing is atomic (a temporary
+file renamed into place), so a failed command never leaves a half-written output.
 """
 from array import array
 import csv
@@ -13,11 +15,13 @@ import os
 from pathlib import Path
 import tempfile
 
+from camstab_ros.io import opentrackio
 import numpy as np
 
 
 CSV_HEADER = ('t', 'x', 'y', 'z', 'qx', 'qy', 'qz', 'qw')
 TUM_SUFFIXES = ('.tum', '.txt')
+OPENTRACKIO_SUFFIXES = ('.jsonl', '.cbor')
 
 
 class TrajectoryError(ValueError):
@@ -40,8 +44,11 @@ def file_format(path):
         return 'tum'
     if suffix == '.csv':
         return 'csv'
+    if suffix in OPENTRACKIO_SUFFIXES:
+        return 'opentrackio'
     raise TrajectoryError(
-        f'{path}: unknown trajectory format {suffix!r}; use .tum, .txt or .csv')
+        f'{path}: unknown trajectory format {suffix!r}; use .tum, .txt, .csv or an '
+        'OpenTrackIO recording (.jsonl, .cbor)')
 
 
 def _rows(path, fmt, handle):
@@ -80,6 +87,8 @@ def read_trajectory(path):
     one-hour 240 Hz take needs some 60 MB, not the text's lists of Python floats).
     """
     fmt = file_format(path)
+    if fmt == 'opentrackio':
+        return _read_opentrackio(path)
     values = array('d')
     try:
         with open(path, encoding='utf-8', newline='' if fmt == 'csv' else None) as handle:
@@ -104,6 +113,17 @@ def read_trajectory(path):
     return Trajectory(data[:, 0], data[:, 1:4], data[:, 4:8])
 
 
+def _read_opentrackio(path):
+    try:
+        samples = opentrackio.read_samples(path)
+        t = np.array(opentrackio.sample_times(samples))
+    except opentrackio.OpenTrackIOError as exc:
+        raise TrajectoryError(f'{path}: {exc}' if str(path) not in str(exc) else str(exc)
+                              ) from None
+    poses = [opentrackio.sample_pose(s) for s in samples]
+    return Trajectory(t, np.array([p for p, _ in poses]), np.array([q for _, q in poses]))
+
+
 def write_trajectory(path, t, p, q, comment=None):
     """
     Write a TUM or CSV trajectory atomically (temporary file, then rename).
@@ -114,6 +134,9 @@ def write_trajectory(path, t, p, q, comment=None):
     says why a file cannot be written.
     """
     fmt = file_format(path)
+    if fmt == 'opentrackio':
+        raise TrajectoryError(f'{path}: OpenTrackIO recordings are read, not written; '
+                              'write .tum, .txt or .csv')
     data = np.column_stack([t, p, q])
     path = Path(path)
     if path.is_symlink():

@@ -1,11 +1,11 @@
-"""`camstab bench`: per-pose cost of each method; with --ros or --freed, node latency."""
+"""`camstab bench`: per-pose cost of each method; with --ros or --bridge, node latency."""
 from camstab_ros.core.evaluation import BENCH_SCENARIO, benchmark
 from camstab_ros.core.methods import list_methods
 from camstab_ros.core.stabilizer import check_method
 from camstab_ros.tools.common import format_table, methods_arg, UsageError, write_json
 
 
-# The longest --ros / --freed run: a day (a longer one is a typo, not a soak).
+# The longest --ros / --bridge run: a day (a longer one is a typo, not a soak).
 MAX_SECONDS = 86400.0
 
 
@@ -17,14 +17,17 @@ def configure_bench(parser):
     target.add_argument('--ros', action='store_true',
                         help='instead: end-to-end latency of the stabilizer node over DDS, '
                         'next to a plain relay node (the floor DDS and rclpy impose)')
-    target.add_argument('--freed', action='store_true',
-                        help='instead: latency of freed_bridge, FreeD datagram in -> out')
+    target.add_argument('--bridge', action='store_true',
+                        help='instead: added latency of tracking_bridge, datagram in -> out, '
+                        'for FreeD -> FreeD, FreeD -> OpenTrackIO and OpenTrackIO -> '
+                        'OpenTrackIO, next to passthrough')
     parser.add_argument('--seconds', type=float, default=60.0,
-                        help='measured duration with --ros or --freed (default 60)')
+                        help='measured duration with --ros, or of each --bridge run '
+                        '(default 60)')
     parser.add_argument('--rate-hz', type=float, default=240.0,
-                        help='pose rate with --ros or --freed (default 240)')
+                        help='pose rate with --ros or --bridge (default 240)')
     parser.add_argument('--method', default='kalman',
-                        help='method of the node with --ros or --freed (default kalman)')
+                        help='method of the node with --ros or --bridge (default kalman)')
     parser.add_argument('--hostile', action='store_true',
                         help='with --ros: also send the stabiliser a pose no tracker can send '
                         'every 2 s, which must be dropped and counted (a soak test)')
@@ -33,12 +36,12 @@ def configure_bench(parser):
 
 
 def run_bench(args):
-    """Print the per-pose cost table (or run the --ros / --freed benchmark)."""
-    if (args.ros or args.freed) and not (0.0 < args.seconds <= MAX_SECONDS
-                                         and 1.0 <= args.rate_hz <= 1000.0):
+    """Print the per-pose cost table (or run the --ros / --bridge benchmark)."""
+    if (args.ros or args.bridge) and not (0.0 < args.seconds <= MAX_SECONDS
+                                          and 1.0 <= args.rate_hz <= 1000.0):
         raise UsageError(f'need 0 < --seconds <= {MAX_SECONDS:g} and 1 <= --rate-hz <= 1000, '
                          f'got {args.seconds:g} and {args.rate_hz:g}')
-    if args.ros or args.freed:
+    if args.ros or args.bridge:
         try:
             check_method(args.method)
         except ValueError as exc:  # an unknown or an offline method
@@ -46,9 +49,9 @@ def run_bench(args):
     if args.ros:
         from camstab_ros.tools.ros_bench import run_ros_bench
         return run_ros_bench(args)
-    if args.freed:
-        from camstab_ros.tools.freed_bench import run_freed_bench
-        return run_freed_bench(args)
+    if args.bridge:
+        from camstab_ros.tools.bridge_bench import run_bridge_bench
+        return run_bridge_bench(args)
     figures = benchmark(args.methods or list_methods())
     take = BENCH_SCENARIO
     print(f"per-pose cost on a seeded {take['scenario']} take, {take['seconds']:.0f} s at "
