@@ -126,7 +126,7 @@ def test_240hz_stream_at_25fps_gives_one_exact_pose_per_frame_and_nothing_early(
     assert max(history) <= 24
     assert {k: v for k, v in clock.counts.items() if k != 'frames'} == dict.fromkeys(
         ['extrapolated', 'extrapolation_limited', 'stale', 'skipped', 'out_of_order',
-         'invalid'], 0)
+         'invalid', 'restarts'], 0)
 
 
 def test_ntsc_grid_has_no_drift_over_an_hour_of_ptp_stamps():
@@ -250,7 +250,7 @@ def test_reset_forgets_the_stream_and_keeps_the_counts():
     p, q = constant_velocity_pose(t)
     clock = FrameClock(25)
     stream(clock, t, p, q)
-    clock.add(t[10], p[10], q[10])
+    clock.add(t[-3], p[10], q[10])
     counts = dict(clock.counts)
     assert counts['frames'] > 0 and counts['out_of_order'] == 1
     clock.reset()
@@ -309,3 +309,14 @@ def test_a_gap_longer_than_stale_s_is_never_interpolated_across():
     assert after[0].t == 3.04 and all(f.extrapolated_s == 0.0 for f in after)
     truth_p, _ = constant_velocity_pose([f.t for f in after])
     np.testing.assert_allclose([f.position for f in after], truth_p, rtol=0, atol=1e-9)
+
+
+def test_stamps_stepping_back_beyond_a_stale_gap_restart_the_clock():
+    t = 50.002 + np.arange(100) / 100.0
+    p, q = constant_velocity_pose(t)
+    clock = FrameClock(25)
+    stream(clock, t, p, q)
+    restarted = 3.0 + np.arange(50) / 100.0  # the tracker rebooted: a new clock
+    frames = [frame for _, frame in stream(clock, restarted, p[:50], q[:50])]
+    assert clock.counts['restarts'] == 1 and clock.counts['out_of_order'] == 0
+    assert frames and frames[0].t == 3.0 and all(3.0 <= f.t <= restarted[-1] for f in frames)

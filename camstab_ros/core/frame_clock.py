@@ -24,7 +24,9 @@ path, so a quaternion sign flip between samples never spins).
   sample is not sent (`stale`): when the tracker is gone the output stops rather than
   freeze. A gap between two samples longer than `stale_s` is a break in the stream: the
   frames in it are treated as beyond the earlier sample, never interpolated across it.
-- Bad input never crashes: a stamp at or before the newest is ignored (`out_of_order`);
+- Bad input never crashes: a stamp at or before the newest is ignored (`out_of_order`),
+  unless it is more than `stale_s` back: then the stream restarted, and the clock starts
+  over on the new stamps (`restarts`);
   a non-finite stamp or position or a zero quaternion is dropped (`invalid`); a
   non-unit quaternion is renormalised. After a stream restart call `reset()`.
 """
@@ -59,7 +61,7 @@ RELEASE_SLACK_S = Fraction(1, 1000000)
 # Bound of the sample history (it only grows this far when `due` is not called).
 MAX_SAMPLES = 16384
 COUNT_KEYS = ('frames', 'extrapolated', 'extrapolation_limited', 'stale', 'skipped',
-              'out_of_order', 'invalid')
+              'out_of_order', 'invalid', 'restarts')
 
 
 def parse_output_rate(text):
@@ -185,6 +187,11 @@ class FrameClock:
             self.counts['invalid'] += 1
             return False
         quaternion = (x / norm, y / norm, z / norm, w / norm)
+        if self._samples and t <= self._samples[-1].t - self.stale_s:
+            # Stamps stepped back further than a stale gap: the stream restarted (a
+            # tracker reboot, a new clock); start over on the new stamps.
+            self.counts['restarts'] += 1
+            self.reset()
         samples = self._samples
         if samples:
             if t <= samples[-1].t:
