@@ -271,18 +271,26 @@ def test_method_switch_during_a_move_continues_without_a_jump(ros):
     assert steps.max() < 2 * noisy_steps.max(), (steps.max(), noisy_steps.max())
 
 
+def matched_outputs(ros, count=11):
+    """Spin until `count` stabilised poses from now on have their input seen; return them."""
+    start = len(ros.poses[STABILIZED])
+
+    def matched():
+        noisy = by_stamp(ros.poses[NOISY])
+        return [m for m in ros.poses[STABILIZED][start:]
+                if stamp_to_ns(m.header.stamp) in noisy]
+    ros.spin_until(lambda: len(matched()) >= count, what=f'{count} matched outputs')
+    return matched()
+
+
 def test_smoother_parameters_take_effect_at_run_time(ros):
     # ema with zero time constants is an exact passthrough; then a 0.2 s average is not.
     results = set_parameters(ros, 'camera_stabilizer', method='ema',
                              **{'ema.time_constant_s': 0.0, 'ema.rot_time_constant_s': 0.0})
     assert all(r.successful for r in results), [r.reason for r in results]
     ros.spin_for(1.5)  # past the 1 s cross-fade
-    start = len(ros.poses[STABILIZED])
-    ros.spin_for(0.5)
+    checked = matched_outputs(ros)
     noisy = by_stamp(ros.poses[NOISY])
-    checked = [m for m in ros.poses[STABILIZED][start:]
-               if stamp_to_ns(m.header.stamp) in noisy]
-    assert len(checked) > 10
     for msg in checked:
         _, p, q = pose_stamped_to_arrays(msg)
         _, p_in, q_in = pose_stamped_to_arrays(noisy[stamp_to_ns(msg.header.stamp)])
@@ -291,10 +299,8 @@ def test_smoother_parameters_take_effect_at_run_time(ros):
     results = set_parameters(ros, 'camera_stabilizer', **{'ema.time_constant_s': 0.2})
     assert results[0].successful
     ros.spin_for(1.5)
-    start = len(ros.poses[STABILIZED])
-    ros.spin_for(0.5)
+    checked = matched_outputs(ros)
     noisy = by_stamp(ros.poses[NOISY])
-    checked = [m for m in ros.poses[STABILIZED][start:] if stamp_to_ns(m.header.stamp) in noisy]
     differing = [m for m in checked
                  if m.pose.position != noisy[stamp_to_ns(m.header.stamp)].pose.position]
     assert len(differing) == len(checked) > 10

@@ -306,7 +306,8 @@ def test_opentrackio_receiver_to_sender_over_dds_passes_pose_and_lens(ros_domain
     sender_node, _ = start_node('opentrackio_sender', ros_domain_env, tmp_path,
                                 f'destination:=127.0.0.1:{sock.getsockname()[1]}',
                                 remaps=['pose_in:=pose_out', 'lens_in:=lens_out'])
-    receiver, port = start_node('opentrackio_receiver', ros_domain_env, tmp_path)
+    receiver, port = start_node('opentrackio_receiver', ros_domain_env, tmp_path,
+                                'time_base:=source')  # the samples' own stamps through
     sent = []
     try:
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

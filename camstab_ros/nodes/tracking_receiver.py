@@ -4,8 +4,9 @@ The `freed_receiver` and `opentrackio_receiver` nodes: tracking over UDP -> Pose
 Topics (relative names):
 - pub `pose_out` geometry_msgs/PoseStamped, reliable, depth 10: one per valid sample,
   the REP 103 pose by the protocol's documented mapping (README, stage protocols), in
-  `frame_id`, stamped by `time_base` (an OpenTrackIO sampleTimestamp is PTP time: TAI,
-  37 s ahead of UTC; the stabiliser adopts such an offset as a clock step);
+  `frame_id`, stamped by `time_base`: by default on arrival, on the node's clock like
+  the rest of ROS (`source` takes an OpenTrackIO sampleTimestamp, which is PTP time:
+  TAI, 37 s ahead of UTC; the stabiliser adopts such an offset as a clock step);
 - pub `lens_out` geometry_msgs/Vector3Stamped, reliable, depth 10, same stamp, published
   first: FreeD x = zoom, y = focus, z = spare (raw encoder counts); OpenTrackIO x = zoom,
   y = focus, z = iris (`lens.encoders`, 0..1; NaN where the sample has none; only
@@ -16,6 +17,7 @@ Topics (relative names):
 Datagrams are read by a thread of their own (see `io.tracking_udp.TrackingInput`);
 malformed ones are dropped, counted by reason and logged at most once per second.
 """
+import dataclasses
 import math
 import sys
 import time
@@ -43,7 +45,9 @@ class FreedReceiverNode(Node):
     @classmethod
     def parameter_specs(cls):
         """Every parameter of the node (all read-only): {name: ParamSpec}."""
-        return {**INPUT_SPECS, 'frame_id': ParamSpec(
+        # Stamps on the node clock by default: ROS (tf, RViz, bags) lives on it.
+        time_base = dataclasses.replace(INPUT_SPECS['time_base'], default='receipt')
+        return {**INPUT_SPECS, 'time_base': time_base, 'frame_id': ParamSpec(
             cls.FRAME_ID, f'frame id of the poses ({cls.LABEL} stage axes as REP 103)')}
 
     def __init__(self, **kwargs):
