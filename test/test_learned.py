@@ -1,7 +1,8 @@
 """
 Tests of the learned smoothers `lstm` and `hybrid`.
 
-Covered: NumPy runtime against Keras, model loading and its failures, the correction cap,
+Covered: NumPy runtime against Keras, model loading and its failures, the bounds on what a
+network can do (hybrid between measurement and prediction, lstm within its sigma cap),
 non-finite outputs, invariance, smooth() vs update().
 """
 import json
@@ -11,9 +12,8 @@ import zipfile
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import POS
+from camstab_ros.core.kalman import POS, ROT
 from camstab_ros.core.methods import make_smoother
-from camstab_ros.core.params import ParameterError
 from camstab_ros.core.simulation import simulate, TrackerNoise
 from camstab_ros.core.smoother import stack
 from helpers import modules_loaded_by
@@ -47,10 +47,9 @@ def _write_card(directory, card):
 
 
 def _kalman_stage(smoother, take):
-    """Return the hybrid's uncorrected Kalman estimate (its model card's configuration)."""
-    est_p, _, est_q, _, _, _ = learned_features.kalman_pass(
-        lstm_model.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)
-    return est_p, est_q
+    """Return the Kalman pass of a learned smoother's model card over a take."""
+    return learned_features.kalman_pass(lstm_model.kalman_params(smoother.model.card), take.t,
+                                        take.noisy_p, take.noisy_q)
 
 
 @pytest.mark.parametrize('method', METHODS)
@@ -81,7 +80,8 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     from training.train import build_keras_model
     model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
     arch = model.card['architecture']
-    keras_model = build_keras_model(keras, arch['input_size'], arch['lstm_units'])
+    keras_model = build_keras_model(keras, arch['input_size'], arch['lstm_units'],
+                                    arch['output_size'])
     with np.load(model.path / model.card['weights']['file']) as npz:
         for layer in keras_model.layers:
             if layer.name.startswith('lstm_'):
@@ -92,12 +92,12 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     # Real features of a take with outliers and dropouts, normalised as at run time.
     take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
                                                              dropout_rate=0.02))
+    record = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t,
+                                          take.noisy_p, take.noisy_q)
     if method == 'hybrid':
-        stage = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t,
-                                             take.noisy_p, take.noisy_q)
-        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, *stage)
+        features = learned_features.hybrid_features(record)
     else:
-        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
+        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q, record)
     x = model.normalize(features)
     expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
     batched = model.network.run(x[None])[0]
@@ -208,6 +208,13 @@ def _feature_mismatch(directory):
     return lstm_model.CARD_FILE, 'feature definition differs'
 
 
+def _output_mismatch(directory):
+    card = _card(directory)
+    card['outputs']['activation'] = 'linear'
+    _write_card(directory, card)
+    return lstm_model.CARD_FILE, 'output definition differs'
+
+
 def _deeply_nested_card(directory):
     (directory / lstm_model.CARD_FILE).write_text('[' * 200000)
     return lstm_model.CARD_FILE, 'unreadable model card'
@@ -261,6 +268,7 @@ def _nan_clip(directory):
 CORRUPTIONS = [_corrupt_json, _wrong_version, _wrong_method, _checksum_mismatch,
                _missing_weights, _wrong_shapes, _non_finite_weights,
                _garbage_weights_with_matching_checksum, _pickled_weights, _feature_mismatch,
+               _output_mismatch,
                _deeply_nested_card, _weights_file('/dev/zero'), _weights_file('../weights.npz'),
                _weights_linked_outside, _huge_array, _nan_clip]
 
@@ -280,17 +288,18 @@ def test_bad_model_gives_a_clear_error_naming_the_file_and_falls_back(method, co
     assert any(filename in r.getMessage() for r in caplog.records)
 
 
-def test_hybrid_card_with_an_incomplete_kalman_configuration_is_rejected(tmp_path):
-    directory = _model_copy(tmp_path, 'hybrid')
+@pytest.mark.parametrize('method', METHODS)
+def test_card_with_an_incomplete_kalman_configuration_is_rejected(method, tmp_path):
+    directory = _model_copy(tmp_path, method)
     card = _card(directory)
     del card['kalman']['process_noise']
     _write_card(directory, card)
     with pytest.raises(lstm_model.ModelError, match='every Kalman parameter'):
-        lstm_model.load_model(directory, 'hybrid')
+        lstm_model.load_model(directory, method)
     card['kalman']['process_noise'] = -1.0
     _write_card(directory, card)
     with pytest.raises(lstm_model.ModelError, match='process_noise'):
-        lstm_model.load_model(directory, 'hybrid')
+        lstm_model.load_model(directory, method)
 
 
 def test_hybrid_runs_the_kalman_configuration_of_its_card_not_the_kalman_defaults():
@@ -301,28 +310,60 @@ def test_hybrid_runs_the_kalman_configuration_of_its_card_not_the_kalman_default
     smoother.update(take.t[0], take.noisy_p[0], take.noisy_q[0])
     smoother.update(take.t[1], take.noisy_p[1], take.noisy_q[1])
     expected = learned_features.kalman_pass(stored, take.t[:2], take.noisy_p[:2], take.noisy_q[:2])
-    assert np.allclose(smoother._kf.x[POS, 0], expected[0][1])
+    assert np.allclose(smoother._kf.x[POS, 0], expected.position[1])
 
 
-def test_correction_is_bounded_by_the_cap():
-    take = _take('handheld', seconds=4.0)
-    smoother = make_smoother('hybrid', max_correction_mm=0.05, max_correction_deg=0.001)
-    # A network gone wild: an enormous output bias.
+@pytest.mark.parametrize('bias', [1e6, -1e6, 0.0])
+def test_hybrid_output_lies_between_the_measurement_and_the_prediction(bias):
+    # Whatever the network says (here: gone wild, each way), the estimate moves from the
+    # measurement towards the prediction, never past it and never more than HOLD_CAP_SIGMA
+    # measured sigmas; hold 1 - K is plain Kalman.
+    take = _take('handheld', seconds=4.0, noise=TrackerNoise(spike_rate_hz=1.0))
+    smoother = make_smoother('hybrid')
+    smoother.model.network.dense_b[:] = bias
+    _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
+    record = _kalman_stage(smoother, take)
+    y = record.innovation
+    z_p, z_q = take.noisy_p, quat.make_continuous(take.noisy_q)
+    shift = p - z_p
+    along = -np.sum(shift * y[:, POS], axis=1)
+    size = np.sum(y[:, POS] ** 2, axis=1)
+    assert np.all(along >= -1e-15) and np.all(along <= size + 1e-15)
+    assert np.allclose(np.linalg.norm(shift, axis=1) ** 2 * size, along ** 2, rtol=1e-6,
+                       atol=1e-24)  # on the line from measurement to prediction
+    turn = quat.angle_between(q, z_q)
+    assert np.all(turn <= np.linalg.norm(y[:, ROT], axis=1) + 1e-12)
+    cap = learned_features.HOLD_CAP_SIGMA
+    assert np.all(np.linalg.norm(shift, axis=1) <= cap * record.sigma[:, 0] * (1 + 1e-9))
+    assert np.all(turn <= cap * record.sigma[:, 1] * (1 + 1e-9) + 1e-12)
+    limit = learned_features.hold_limit(y, record.sigma)
+    if bias < 0:
+        assert np.allclose(p, z_p, atol=1e-12)  # hold 0: the raw measurement
+    elif bias > 0:
+        # Hold 1 (the prediction) wherever the prediction is within the cap.
+        assert np.allclose(shift, -limit[:, :1] * y[:, POS], atol=1e-12)
+        assert np.any(limit[:, 0] == 1.0) and np.any(limit[:, 0] < 1.0)
+    kalman = learned_features.hybrid_apply(z_p, z_q, y, 1.0 - record.gain)
+    moved = np.any(y[:, POS] != 0.0, axis=1)
+    assert np.allclose(kalman[0][moved], record.position[moved], atol=1e-12)
+
+
+def test_lstm_moves_a_measurement_at_most_its_cap_in_measured_sigmas():
+    take = _take('handheld', seconds=4.0, noise=TrackerNoise(pos_sigma_m=0.002))
+    smoother = make_smoother('lstm')
     smoother.model.network.dense_b[:] = 1e6
     _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
-    est_p, est_q = _kalman_stage(smoother, take)
-    shift_mm = np.linalg.norm(p - est_p, axis=1) * 1e3
-    assert np.all(shift_mm <= 0.05 + 1e-9) and np.max(shift_mm) > 0.049
-    turn = np.degrees(quat.angle_between(q, est_q))
-    assert np.all(turn <= 0.001 + 1e-9)
-    _, bp, _ = make_smoother('hybrid', max_correction_mm=0.05).smooth(
-        take.t, take.noisy_p, take.noisy_q)
-    assert np.all(np.linalg.norm(bp - est_p, axis=1) * 1e3 <= 0.05 + 1e-9)
-
-
-def test_cap_parameter_is_validated():
-    with pytest.raises(ParameterError, match='max_correction_mm'):
-        make_smoother('hybrid', max_correction_mm=-1.0)
+    record = _kalman_stage(smoother, take)
+    z_q = quat.make_continuous(take.noisy_q)
+    body = np.column_stack(learned_features.rotate(
+        learned_features.columns(z_q), learned_features.columns(p - take.noisy_p), inverse=True))
+    cap = learned_features.CAP_SIGMA * record.sigma[:, :1]
+    assert np.all(np.abs(body) <= cap + 1e-12)
+    started = learned_features.lstm_features(take.t, take.noisy_p, z_q, record)[:, -1] > 0
+    assert np.allclose(np.abs(body[~started]), cap[~started], rtol=1e-9)
+    assert np.all(body[started] == 0.0)
+    assert np.all(quat.angle_between(q, z_q) <= learned_features.CAP_SIGMA * np.sqrt(3)
+                  * record.sigma[:, 1] + 1e-12)
 
 
 @pytest.mark.parametrize('method', METHODS)
@@ -335,7 +376,8 @@ def test_non_finite_output_falls_back_to_the_uncorrected_estimate(method, caplog
     assert smoother.nonfinite_outputs == len(take.t)
     assert any('non-finite network output' in r.getMessage() for r in caplog.records)
     if method == 'hybrid':
-        base_p, base_q = _kalman_stage(smoother, take)
+        record = _kalman_stage(smoother, take)
+        base_p, base_q = record.position, record.output_q
     else:
         base_p, base_q = take.noisy_p, take.noisy_q
     assert np.allclose(p, base_p, atol=1e-12)

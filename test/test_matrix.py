@@ -4,13 +4,15 @@ from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 import pytest
 from training import matrix
+from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES
 
 
 def test_real_pieces_never_span_a_gap_of_the_recorded_truth():
-    pieces = list(matrix.real_pieces(60.0))
+    takes = REAL_TRAIN_TAKES + REAL_TEST_TAKES
+    pieces = list(matrix.real_pieces(60.0, takes))
     if not pieces:
         pytest.skip('shared real takes not available')
-    truths = {name: read_trajectory(matrix.REAL / name) for name in matrix.REAL_TAKES}
+    truths = {name: read_trajectory(matrix.REAL / name) for name in takes}
     for name, t, p, q in pieces:
         truth = truths[name.split('@')[0] + '_groundtruth.txt']
         inside = truth.t[(truth.t >= t[0] - 0.1) & (truth.t <= t[-1] + 0.1)]

@@ -3,9 +3,11 @@ import json
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core.methods import make_smoother
-from camstab_ros.core.simulation import simulate
+from camstab_ros.core.metrics import error_metrics
+from camstab_ros.core.simulation import simulate, TrackerNoise
 import numpy as np
 import pytest
+from training.splits import REAL_TEST_TAKES
 
 
 pytest.importorskip('tf_keras')
@@ -26,7 +28,8 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     assert card['weights']['sha256'] == lstm_model.sha256_of(out / 'weights.npz')
     assert card['training']['epochs_run'] >= 1
     assert set(card['metrics']) >= {'validation', 'test'}
-    assert (card['kalman'] is not None) == (method == 'hybrid')
+    assert lstm_model.kalman_params(card) == train.STAGE_KALMAN
+    assert card['training']['real_motion']['held_out'] == list(REAL_TEST_TAKES)
     with np.load(out / 'weights.npz', allow_pickle=False) as npz:
         assert npz['lstm_0/recurrent_kernel'].shape == (8, 32)
     smoother = make_smoother(method, model_path=str(out))
@@ -34,7 +37,24 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     take = simulate('pan', seconds=3.0, rate_hz=60.0, seed=11)
     _, p, q = smoother.smooth(take.t, take.noisy_p, take.noisy_q)
     assert p.shape == take.noisy_p.shape and np.all(np.isfinite(p)) and np.all(np.isfinite(q))
-    # The network does correct: the output differs from its uncorrected base.
-    base = take.noisy_p if method == 'lstm' else learned_features.kalman_pass(
-        lstm_model.kalman_params(smoother.model.card), take.t, take.noisy_p, take.noisy_q)[0]
-    assert np.max(np.abs(p - base)) > 0.0
+    # The network does act: the output differs from the raw measurement.
+    assert np.max(np.abs(p - take.noisy_p)) > 0.0
+
+
+def test_the_training_loss_sees_the_screen_error_of_the_metrics():
+    # The loss's linearised screen energy is the metrics' screen_rmse_px, squared.
+    from training import dataset, train
+    take = simulate('handheld', seconds=6.0, rate_hz=60.0, seed=4,
+                    noise=TrackerNoise(pos_sigma_m=0.002, rot_sigma_deg=0.05))
+    features, loss = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
+    m = train.screen_matrix()
+    error, innovation = loss[:, :6], loss[:, 6:12]
+    record = learned_features.kalman_pass(train.STAGE_KALMAN, take.t, take.noisy_p,
+                                          take.noisy_q)
+    for estimate, (p, q) in ((error, (take.noisy_p, take.noisy_q)),
+                             (error - np.repeat(1.0 - record.gain, 3, axis=1) * innovation,
+                              (record.position, record.output_q))):
+        linear = np.sqrt(np.mean(np.einsum('ti,ij,tj->t', estimate, m, estimate)))
+        exact = error_metrics(take.t, p, q, take.truth_p, take.truth_q)['screen_rmse_px']
+        assert linear == pytest.approx(exact, rel=0.01)
+    assert features.shape == (len(take.t), len(learned_features.HYBRID_FEATURES))

@@ -1,113 +1,135 @@
 """
-Training data for the learned smoothers, generated on demand from the simulation library.
+Training data for the learned smoothers: real and simulated motion under random trackers.
 
-A take is fixed by its seed: the seed picks the scenario, the frame rate (24-240 Hz) and a
-tracker error model between quiet optical tracking and noisy inside-out tracking, with
-outliers, dropouts, stamp jitter, drift and FreeD quantisation in some takes
-(re-localisation jumps are left out: an offset the tracker reports persistently cannot be
-learned from the stream). Half of the takes turn the tracked body by a random fixed
-rotation (trackers differ in body-axis conventions, e.g. optical z-forward frames): the
-features are in the body frame, so this teaches the network motion along every axis.
-Half of the takes are also played faster (see MAX_SPEED_UP).
-Features and targets are those of the runtime
-(camstab_ros.core.learned_features), so training and inference cannot drift apart. Seeds come from
-training/splits.py; the test split is only used by evaluate.py.
+A take is fixed by its seed. The seed picks the motion: a simulated scenario (TRAIN or
+VALIDATION seeds of training/splits.py) or, for REAL_SHARE of the training takes, a
+stretch of the real recorded motion of splits.REAL_TRAIN_TAKES (never a held-out take).
+It is augmented: played slower or faster (SPEED_RANGE), resampled to a frame rate drawn
+log-uniformly from RATES_HZ, and half the takes turn the tracked body by a random fixed
+rotation (trackers differ in body-axis conventions; the features are in the body frame,
+so this teaches motion along every axis; a rotation or shift of the whole take changes
+no feature). Then a random tracker reports it (`random_tracker`): 0.02-5 mm / 0.001-0.2
+deg in total, white or partly to mostly coloured (AR(1) wandering over 0.1-1 s), with
+spikes, dropouts, stamp jitter, drift and FreeD quantisation in some takes.
+
+Each take becomes the features of the runtime (camstab_ros.core.learned_features, run
+through the model's Kalman stage) and what the loss needs: the measurement's error and
+the filter's innovation (hybrid) or the measured sigmas (lstm), all in the body frame.
 """
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 import math
 
-from camstab_ros.core import learned_features
+from camstab_ros.core import learned_features as lf
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.simulation import SCENARIOS, simulate, TrackerNoise
+from camstab_ros.core.simulation import (add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate,
+                                         TrackerNoise)
 import numpy as np
 from scipy.spatial.transform import Rotation
+from training.matrix import real_pieces
+from training.splits import REAL_TRAIN_TAKES
 
 
-RATES_HZ = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 100.0, 120.0, 240.0)
-FRAMES_PER_TAKE = 2400
-MIN_SECONDS, MAX_SECONDS = 10.0, 40.0
+RATES_HZ = (24.0, 240.0)
+SECONDS = 20.0
+SPEED_RANGE = (0.6, 1.8)
+REAL_SHARE = 0.4
+# Total tracker noise per axis (m); rotation (deg) is position x 40 x [0.5, 2].
+NOISE_RANGE_M = (2e-5, 5e-3)
 # Windows of a take the network is trained on; the first BURN_IN frames of a window that
 # does not start the take only warm up the LSTM state (no loss).
 WINDOW_FRAMES = 256
 BURN_IN_FRAMES = 48
-# Half of the takes play the scenario's motion up to this many times faster (simulated at
-# rate / speed and re-stamped): quicker, livelier moves than the scenarios' own.
-MAX_SPEED_UP = 3.0
-# Body rotations and speed-ups on (the shipped hybrid) or off (the shipped lstm: with them
-# its state stopped forgetting; see README). Off draws the same takes minus both.
-AUGMENT = True
+# Loss arrays per frame: the measurement's error (6), the innovation (hybrid) or the
+# sigmas per axis (lstm) (6), the largest hold per group (hybrid; 1 for lstm) (2).
+LOSS_COLUMNS = 14
 
 
-def take_config(seed):
-    """
-    Return the configuration of the training take with this seed.
-
-    The configuration is (scenario, rate_hz, seconds, TrackerNoise, body rotation
-    quaternion or None, speed-up factor).
-    """
-    rng = np.random.default_rng([seed, 20240601])
-    scenario = SCENARIOS[rng.integers(len(SCENARIOS))]
-    rate = float(rng.choice(RATES_HZ))
-    seconds = float(np.clip(FRAMES_PER_TAKE / rate, MIN_SECONDS, MAX_SECONDS))
-    pos_sigma_m = math.exp(rng.uniform(math.log(1e-4), math.log(2e-3)))
-    rot_sigma_deg = pos_sigma_m * 40.0 * math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-    drift = rng.random() < 0.3
-    noise = TrackerNoise(
-        pos_sigma_m=pos_sigma_m,
-        rot_sigma_deg=rot_sigma_deg,
-        drift_pos_m=rng.uniform(0.0, 3e-4) if drift else 0.0,
-        drift_rot_deg=rng.uniform(0.0, 3e-3) if drift else 0.0,
-        spike_rate_hz=rng.uniform(0.1, 1.0) if rng.random() < 0.3 else 0.0,
+def random_tracker(rng):
+    """Return a random TrackerNoise over the range of DESIGN.md's trackers and beyond."""
+    total_m = math.exp(rng.uniform(*np.log(NOISE_RANGE_M)))
+    total_deg = total_m * 40.0 * math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+    coloured = 0.0 if rng.random() < 0.35 else rng.uniform(0.2, 0.95)
+    white = math.sqrt(1.0 - coloured ** 2)
+    drift = rng.random() < 0.2
+    return TrackerNoise(
+        pos_sigma_m=total_m * white, rot_sigma_deg=total_deg * white,
+        coloured_pos_m=total_m * coloured, coloured_rot_deg=total_deg * coloured,
+        coloured_time_s=math.exp(rng.uniform(math.log(0.1), math.log(1.0))),
+        drift_pos_m=rng.uniform(0.0, 0.3) * total_m if drift else 0.0,
+        drift_rot_deg=rng.uniform(0.0, 0.3) * total_deg if drift else 0.0,
+        spike_rate_hz=rng.uniform(0.05, 1.0) if rng.random() < 0.3 else 0.0,
+        spike_m=rng.uniform(0.005, 0.05), spike_deg=rng.uniform(0.2, 2.0),
         dropout_rate=rng.uniform(0.0, 0.03) if rng.random() < 0.25 else 0.0,
-        stamp_jitter_s=rng.uniform(0.0, 2e-3) if rng.random() < 0.3 else 0.0,
+        stamp_jitter_s=rng.uniform(0.0, 1.5e-3) if rng.random() < 0.3 else 0.0,
         freed_quantize=bool(rng.random() < 0.2))
-    mount = Rotation.random(random_state=rng).as_quat() if rng.random() < 0.5 else None
-    speed = math.exp(rng.uniform(0.0, math.log(MAX_SPEED_UP))) if rng.random() < 0.5 else 1.0
-    return scenario, rate, seconds, noise, mount, speed
 
 
-def simulate_take(seed):
-    """Simulate the training-style take of a seed (see take_config)."""
-    scenario, rate, seconds, noise, mount, speed = take_config(seed)
-    if not AUGMENT:
-        return simulate(scenario, seconds=seconds, rate_hz=rate, seed=seed, noise=noise)
-    take = simulate(scenario, seconds=seconds * speed, rate_hz=rate / speed, seed=seed,
-                    noise=noise)
-    if speed != 1.0:
-        take = replace(take, t=take.t / speed, rate_hz=rate)
-    if mount is not None:
-        take = replace(take, truth_q=quat.multiply(take.truth_q, mount),
-                       noisy_q=quat.multiply(take.noisy_q, mount))
-    return take
+_REAL_CACHE = {}
 
 
-def take_arrays(method, take, kalman_params=None):
-    """(features (N, F), targets (N, 6)) of a simulated take for `method`."""
-    if method == 'hybrid':
-        est_p, est_v, est_q, rate, dt, restarted = learned_features.kalman_pass(
-            kalman_params, take.t, take.noisy_p, take.noisy_q)
-        features = learned_features.hybrid_features(take.noisy_p, take.noisy_q, est_p, est_v,
-                                                    est_q, rate, dt, restarted)
-        targets = learned_features.hybrid_targets(take.truth_p, take.truth_q, est_p, est_q)
+def _real_motion(rate_hz):
+    """Return the real training pieces resampled to rate_hz (cached per rate)."""
+    if rate_hz not in _REAL_CACHE:
+        _REAL_CACHE[rate_hz] = list(real_pieces(rate_hz, REAL_TRAIN_TAKES))
+    return _REAL_CACHE[rate_hz]
+
+
+def make_take(seed, real=True):
+    """
+    Return the noisy take (simulation.Take) of a seed: motion, augmentation and tracker.
+
+    real: whether the seed may draw real motion (training) or only simulated (validation).
+    """
+    rng = np.random.default_rng([seed, 20261201])
+    rate = math.exp(rng.uniform(*np.log(RATES_HZ)))
+    speed = math.exp(rng.uniform(*np.log(SPEED_RANGE)))
+    # The motion is generated at rate * speed and played `speed` times faster; source
+    # rates are whole multiples of 4 Hz (the real motion is resampled once per rate).
+    source_rate = float(4 * max(round(rate * speed / 4), 1))
+    rate = source_rate / speed
+    pieces = _real_motion(source_rate) if real and rng.random() < REAL_SHARE else []
+    if pieces:
+        _, t, p, q = pieces[rng.integers(len(pieces))]
+        frames = int(SECONDS * source_rate)
+        start = rng.integers(max(len(t) - frames, 0) + 1)
+        t, p, q = t[start:start + frames], p[start:start + frames], q[start:start + frames]
+        t = (t - t[0]) / speed
     else:
-        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q)
-        targets = learned_features.lstm_targets(take.truth_p, take.truth_q, take.noisy_p,
-                                                take.noisy_q)
-    return features, targets
+        scenario = SCENARIOS[rng.integers(len(SCENARIOS))]
+        sim = simulate(scenario, SECONDS * speed, source_rate, seed,
+                       NOISE_PRESETS['none'])
+        t, p, q = sim.t / speed, sim.truth_p, sim.truth_q
+    if rng.random() < 0.5:
+        q = quat.multiply(q, Rotation.random(random_state=rng).as_quat())
+    return add_tracker_noise(t, p, q, random_tracker(rng), seed)
+
+
+def take_arrays(method, take, kalman_params):
+    """Return (features (N, F), loss arrays (N, LOSS_COLUMNS)) of a noisy take."""
+    p, q = take.noisy_p, quat.make_continuous(quat.normalize(take.noisy_q))
+    record = lf.kalman_pass(kalman_params, take.t, p, q)
+    error = lf.measurement_error(p, q, take.truth_p, take.truth_q)
+    if method == 'hybrid':
+        limit = lf.hold_limit(record.innovation, record.sigma)
+        return lf.hybrid_features(record), np.hstack([error, lf.body_innovation(
+            q, record.innovation), limit])
+    features = lf.lstm_features(take.t, p, q, record)
+    # Started frames get no correction at run time: a zero sigma there says so.
+    sigma = np.repeat(record.sigma, 3, axis=1) * (features[:, -1:] == 0.0)
+    return features, np.hstack([error, sigma, np.ones((len(sigma), 2))])
 
 
 def _seed_arrays(args):
-    method, seed, kalman_params = args
-    return take_arrays(method, simulate_take(seed), kalman_params)
+    method, seed, real, kalman_params = args
+    return take_arrays(method, make_take(seed, real), kalman_params)
 
 
-def windows(features, targets):
-    """Cut one take into windows: (x (W, T, F), y (W, T, 6), weight (W, T))."""
+def windows(features, loss):
+    """Cut one take into windows: (x (W, T, F), loss arrays (W, T, C), weight (W, T))."""
     xs, ys, ws = [], [], []
     for start in range(0, len(features) - WINDOW_FRAMES + 1, WINDOW_FRAMES):
         xs.append(features[start:start + WINDOW_FRAMES])
-        ys.append(targets[start:start + WINDOW_FRAMES])
+        ys.append(loss[start:start + WINDOW_FRAMES])
         weight = np.ones(WINDOW_FRAMES)
         if start:
             weight[:BURN_IN_FRAMES] = 0.0
@@ -115,47 +137,41 @@ def windows(features, targets):
     return xs, ys, ws
 
 
-def build(method, seeds, kalman_params=None, workers=2, progress=None):
+def build(method, seeds, kalman_params, real=True, workers=2):
     """
     Build the windows of the takes with these seeds.
 
-    Return x (W, T, F), y (W, T, 6), weight (W, T) and the number of poses simulated.
+    Return x (W, T, F), loss arrays (W, T, C), weight (W, T) and the number of poses.
     """
-    jobs = [(method, int(seed), kalman_params) for seed in seeds]
+    jobs = [(method, int(seed), real, kalman_params) for seed in seeds]
     xs, ys, ws = [], [], []
     poses = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_seed_arrays, jobs, chunksize=4)
-        for features, targets in (progress(results, total=len(jobs)) if progress
-                                  else results):
+        for features, loss in pool.map(_seed_arrays, jobs, chunksize=4):
             poses += len(features)
-            x, y, w = windows(features, targets)
+            x, y, w = windows(features, loss)
             xs += x
             ys += y
             ws += w
     return np.array(xs), np.array(ys), np.array(ws), poses
 
 
-def normalisation(x, y, weight):
+def normalisation(x, weight, method):
     """
-    Feature (mean, std) and per-group target scales from training windows.
+    Return the feature (mean, std) of training windows.
 
     Robust: half the 16-84 percentile range (outliers in the stream do not inflate it);
-    zero mean for the sign-symmetric quantities (everything but dt and the restart
-    flag, which is left as is). Targets share one scale per group (position, rotation).
+    zero mean for the sign-symmetric quantities; the restart flag is left as is.
     """
     used = weight.reshape(-1) > 0
     f = x.reshape(-1, x.shape[-1])[used]
-    t = y.reshape(-1, y.shape[-1])[used]
     low, high = np.percentile(f, [16, 84], axis=0)
-    std = np.maximum((high - low) / 2.0, 1e-6)
+    std = np.maximum((high - low) / 2.0, 1e-3)
     mean = np.zeros(f.shape[1])
-    if f.shape[1] == len(learned_features.HYBRID_FEATURES):
-        mean[12] = np.median(f[:, 12])
-        mean[13], std[13] = 0.0, 1.0
-    else:
-        mean[6] = np.median(f[:, 6])
-    low, high = np.percentile(t, [16, 84], axis=0)
-    half = (high - low) / 2.0
-    scale = np.repeat([np.mean(half[:3]), np.mean(half[3:])], 3)
-    return mean, std, scale
+    names = [name for name, _ in lf.FEATURES[method]]
+    for k, name in enumerate(names):
+        if name.startswith('gain') or name == 'log2_interval':
+            mean[k] = np.median(f[:, k])
+        elif name == 'restarted':
+            mean[k], std[k] = 0.0, 1.0
+    return mean, std

@@ -3,14 +3,16 @@ The tracker matrix of DESIGN.md: every method on every take, tracker and rate, v
 
     .venv/bin/python -m training.matrix [--out docs/matrix.md] [--workers 2]
 
-Takes: every simulated scenario (20 s, test seeds) and the real recorded motion of
-../shared/data/real (TUM-VI room3/5/6 and TUM fr1_xyz, cut into pieces of 10-30 s that
-never span a gap of the recorded truth, resampled to the rate; none of it was used in
-training or tuning). Trackers: `optical_fine`,
+Takes: every simulated scenario (20 s, test seeds) and the held-out real recorded motion
+of ../shared/data/real (splits.REAL_TEST_TAKES: TUM-VI room6 and TUM fr1_xyz, cut into
+pieces of 10-30 s that never span a gap of the recorded truth, resampled to the rate;
+never used in training, tuning or model selection). Trackers: `optical_fine`,
 `optical`, `inside_out` (training-free presets). Rates: 25, 60, 240 Hz. Every method runs
 at its defaults through the one pipeline (`run_take`). The oracle is a fixed-gain
 alpha-beta filter whose gains (position and orientation apart) are chosen on each take's
-own truth: what an expert with the answer in hand could set.
+own truth: what an expert with the answer in hand could set. `<method>_optimised` rows:
+a classical method with its parameters optimised on the learned models' training data
+and on the matrix's own loss (training/tune_classical.py --real; the fair baseline).
 
 Per method: the worst ratio to the raw input over the matrix of screen_rmse_px,
 pos_rmse_mm and rot_rmse_deg (do no harm: <= 1), and the geometric mean of the
@@ -31,12 +33,10 @@ from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 from scipy import signal
 from scipy.spatial.transform import Rotation, Slerp
-from training.splits import TEST_SEEDS
+from training.splits import REAL_TEST_TAKES, TEST_SEEDS
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / 'shared' / 'data' / 'real'
-REAL_TAKES = ('tumvi_room3_groundtruth.txt', 'tumvi_room5_groundtruth.txt',
-              'tumvi_room6_groundtruth.txt', 'tum_fr1_xyz_groundtruth.txt')
 TRACKERS = ('optical_fine', 'optical', 'inside_out')
 RATES_HZ = (25.0, 60.0, 240.0)
 SIM_SECONDS = 20.0
@@ -55,16 +55,16 @@ WORSE_MARGIN = 1e-6
 ORACLE_ALPHAS = np.array([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.13, 0.08, 0.05, 0.03, 0.02])
 
 
-def real_pieces(rate_hz):
+def real_pieces(rate_hz, takes=REAL_TEST_TAKES):
     """
-    Yield (name, t, p, q) of the 30 s pieces of the real takes, resampled to rate_hz.
+    Yield (name, t, p, q) of the 30 s pieces of real takes, resampled to rate_hz.
 
     The recorded truth has gaps (the motion-capture system lost the rig for a few samples
     to 3 s, with glitches of several degrees beside them): a piece never spans one. Pieces are
     cut from the stretches between gaps, TRIM_S clear of them; a stretch's remainder of at
     least MIN_PIECE_S is a piece too.
     """
-    for name in REAL_TAKES:
+    for name in takes:
         path = REAL / name
         if not path.is_file():
             continue
@@ -133,6 +133,12 @@ def oracle(t, noisy_p, noisy_q, truth_p, truth_q):
     return ps[int(np.argmin(p_err))], qs[int(np.argmin(q_err))]
 
 
+def optimised_baselines():
+    """Return {method: params} of the classical methods optimised on the learned models' data."""
+    path = ROOT / 'training' / 'optimised_classical.json'
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_cell(args):
     """Return (take name, tracker, rate, {method: metrics}) of one cell of the matrix."""
     logging.disable(logging.WARNING)
@@ -140,6 +146,9 @@ def run_cell(args):
     take = add_tracker_noise(t, p, q, NOISE_PRESETS[tracker], seed)
     estimates = {method: run_take(method, take.t, take.noisy_p, take.noisy_q)
                  for method in list_methods()}
+    for method, params in optimised_baselines().items():
+        estimates[f'{method}_optimised'] = run_take(method, take.t, take.noisy_p,
+                                                    take.noisy_q, params)
     estimates = {m: (r.p, r.q) for m, r in estimates.items()}
     estimates['oracle'] = oracle(take.t, take.noisy_p, take.noisy_q, take.truth_p,
                                  take.truth_q)
@@ -224,6 +233,35 @@ def table(figures):
     return '\n'.join(lines)
 
 
+def tradeoff_figure(figures, path):
+    """Plot each method's quality (geomean screen ratio) against still jitter and worst cell."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for method, f in figures.items():
+        learned = method in ('lstm', 'hybrid')
+        style = {'marker': '*' if learned else 'o', 's': 140 if learned else 50}
+        axes[0].scatter(f['geomean_still'], f['geomean_screen'], **style)
+        axes[0].annotate(method, (f['geomean_still'], f['geomean_screen']), fontsize=8,
+                         xytext=(4, 3), textcoords='offset points')
+        axes[1].scatter(f['worst_screen_rmse_px'], f['geomean_screen'], **style)
+        axes[1].annotate(method, (f['worst_screen_rmse_px'], f['geomean_screen']), fontsize=8,
+                         xytext=(4, 3), textcoords='offset points')
+    axes[0].set_xlabel('still jitter on screen vs raw (geomean, >= 60 Hz, holds)')
+    axes[1].set_xlabel('worst cell: screen error vs raw')
+    axes[1].set_xscale('log')
+    axes[1].axvline(1.0, color='grey', lw=0.8, ls='--')
+    for ax in axes:
+        ax.set_ylabel('screen error vs raw (geomean over the matrix)')
+        ax.axhline(1.0, color='grey', lw=0.8, ls='--')
+        ax.grid(alpha=0.3)
+    fig.suptitle('Tracker matrix: quality against still jitter and against harm (lower is better)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     """Run the matrix and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
@@ -245,13 +283,20 @@ def main(argv=None):
             f'{len(results)} cells ({len(SCENARIOS)} simulated scenarios and {pieces} pieces '
             f'of real motion x trackers {", ".join(TRACKERS)} x {rates} Hz). Ratios are '
             "the method's figure over the raw input's on the same cell; the oracle is a "
-            "fixed-gain alpha-beta filter tuned on each cell's truth. The real pieces "
-            'never span a gap of the recorded truth, and the motion-capture jitter is '
+            "fixed-gain alpha-beta filter tuned on each cell's truth; a `_optimised` row is "
+            "a classical method optimised on the learned models' training data and on this "
+            'loss (`training/tune_classical.py --real`), and the real pieces are held out of '
+            'all training and tuning (`training/splits.py`). The real pieces never span '
+            'a gap of the recorded truth, and the motion-capture jitter is '
             f'taken out of the truth (zero-phase low-pass at {TRUTH_CUTOFF_HZ:g} Hz, '
             '`denoised_truth`). The per-tracker columns are geometric means of the screen '
             'ratio; still jitter: screen_jitter_still_px over raw on the cells at '
             f'{STILL_MIN_RATE_HZ:g} Hz and above with holds.\n\n'
             + table(figures) + '\n')
+    figure = Path(args.out).parent / 'figures' / 'matrix_tradeoff.png'
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    tradeoff_figure(figures, figure)
+    text += f'\n![quality against still jitter and harm](figures/{figure.name})\n'
     Path(args.out).write_text(text)
     print(text)
     return 0

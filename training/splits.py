@@ -1,11 +1,17 @@
 """
-Seed splits of the synthetic data: tuning and training never see the test split.
+Splits of the data: tuning and training never see what the results are reported on.
 
-Every synthetic take is `simulate(scenario, seconds, rate_hz, seed, noise)`; the seed
-decides the split. The classical tuning (tune_classical.py) and the learned models'
-training and validation use the training and validation seeds; evaluate.py reports on the
-test seeds only.
+Synthetic takes: every take is `simulate(scenario, seconds, rate_hz, seed, noise)`; the
+seed decides the split. The classical tuning (tune_classical.py) and the learned models'
+training and validation use the training and validation seeds; evaluate.py and the
+tracker matrix report on the test seeds only.
+
+Real recorded motion (../shared/data/real): the learned models train on REAL_TRAIN_TAKES;
+REAL_TEST_TAKES are held out of all training, tuning and model selection, and are the
+real motion of the tracker matrix (training/matrix.py).
 """
 TRAIN_SEEDS = range(1000, 9000)
 VALIDATION_SEEDS = range(50000, 51000)
 TEST_SEEDS = range(900000, 901000)
+REAL_TRAIN_TAKES = ('tumvi_room3_groundtruth.txt', 'tumvi_room5_groundtruth.txt')
+REAL_TEST_TAKES = ('tumvi_room6_groundtruth.txt', 'tum_fr1_xyz_groundtruth.txt')

@@ -1,8 +1,10 @@
 """
 Tune the default parameters of the classical smoothers over a training tracker matrix.
 
-Takes: every simulated scenario (TAKE_SECONDS, training seeds only; no real take) x the
-trackers and rates of the tracker matrix (training/matrix.py). Each method's parameters
+Takes: every simulated scenario (TAKE_SECONDS, training seeds only) and, with `--real`,
+the pieces of the real training takes (splits.REAL_TRAIN_TAKES: the learned models' real
+data; the matrix's real takes are never seen) x the trackers and rates of the tracker
+matrix (training/matrix.py). Each method's parameters
 are searched jointly, on log10 scales, by Nelder-Mead from the current defaults, to
 minimise
 - the mean log of screen_rmse_px over raw (quality: the log of the geometric mean), plus
@@ -15,8 +17,12 @@ Noise-dependent parameters are tuned as the smoothers use them: scaled by the me
 tracker noise (`kalman`'s measurement noise 'auto', `noise_scaling` 'auto').
 
     .venv/bin/python -m training.tune_classical [--methods ema,one_euro,kalman] [--json F]
+    .venv/bin/python -m training.tune_classical --methods kalman --real \
+        --json training/optimised_classical.json
 
-Prints the tuned values; they are the PARAMS defaults in camstab_ros/core (see README).
+Prints the tuned values. Without `--real` they are the PARAMS defaults in camstab_ros/core
+(see README); with it, the optimised baselines the tracker matrix reports beside the
+learned models (OPTIMISED_FILE: trained on the same data as they are).
 """
 import argparse
 from concurrent.futures import ProcessPoolExecutor
@@ -31,11 +37,12 @@ from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate
 import numpy as np
 from scipy.optimize import minimize
-from training.matrix import RATES_HZ, RATIOS, STILL_MIN_RATE_HZ, TRACKERS
-from training.splits import TRAIN_SEEDS
+from training.matrix import RATES_HZ, RATIOS, real_pieces, STILL_MIN_RATE_HZ, TRACKERS
+from training.splits import REAL_TRAIN_TAKES, TRAIN_SEEDS
 
 
 TAKE_SECONDS = 12.0
+OPTIMISED_FILE = Path(__file__).resolve().parent / 'optimised_classical.json'
 HARM_PENALTY = 30.0
 STILL_WEIGHT = 0.5
 MAX_EVALUATIONS = 60
@@ -48,14 +55,19 @@ SPACES = {
 }
 
 
-def tuning_cells():
-    """Yield (tracker, noisy take) of every training cell."""
+def tuning_cells(real=False):
+    """Yield the noisy take of every training cell (real: with the real training pieces)."""
     for rate in RATES_HZ:
+        motions = []
         for k, scenario in enumerate(SCENARIOS):
             truth = simulate(scenario, TAKE_SECONDS, rate, TRAIN_SEEDS[k], NOISE_PRESETS['none'])
+            motions.append((truth.t, truth.truth_p, truth.truth_q))
+        if real:
+            motions += [(t, p, q) for _, t, p, q in real_pieces(rate, REAL_TRAIN_TAKES)]
+        for k, (t, p, q) in enumerate(motions):
             for j, tracker in enumerate(TRACKERS):
-                yield add_tracker_noise(truth.t, truth.truth_p, truth.truth_q,
-                                        NOISE_PRESETS[tracker], TRAIN_SEEDS[50 + 3 * k + j])
+                yield add_tracker_noise(t, p, q, NOISE_PRESETS[tracker],
+                                        TRAIN_SEEDS[50 + 3 * k + j])
 
 
 def score_cell(args):
@@ -116,11 +128,15 @@ def tune(method, takes, pool):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--methods', default='ema,one_euro,kalman')
+    parser.add_argument('--real', action='store_true',
+                        help='tune on the real training takes too (the optimised baselines)')
     parser.add_argument('--json', help='write the tuned parameters to this file')
     args = parser.parse_args(argv)
-    takes = list(tuning_cells())
+    takes = list(tuning_cells(args.real))
+    real = ' and the real training pieces' if args.real else ''
     print(f'tuning on {len(takes)} cells ({len(SCENARIOS)} scenarios of {TAKE_SECONDS:g} s, '
-          f'training seeds, x {len(TRACKERS)} trackers x {len(RATES_HZ)} rates)', flush=True)
+          f'training seeds{real}, x {len(TRACKERS)} trackers x {len(RATES_HZ)} rates)',
+          flush=True)
     results = {}
     with ProcessPoolExecutor(max_workers=2) as pool:
         for method in args.methods.split(','):

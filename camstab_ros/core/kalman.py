@@ -132,7 +132,11 @@ class PoseKalmanFilter:
     it also keeps the step's transition `F`, predicted covariance `P_pred`, `increment`
     (filtered minus predicted state) and `restarted` (per group: a new segment starts).
     `F` is None after a full (re)start. `position` and `output_q` are the estimate to
-    emit: the state, or the measurement of a group passed through. `spikes` > 0
+    emit: the state, or the measurement of a group passed through. `innovation` (2, 3)
+    is the measurement minus the prediction (position in the world frame, orientation in
+    the body frame; 0 in a group that restarted or passed the measurement through),
+    `gain` (2,) the value gain of each group and `variance` (2,) its measurement noise R
+    (m^2, rad^2): what the learned `hybrid` reads. `spikes` > 0
     says that the last `spikes` frames before this one were spikes in `spike_groups`: a
     smoother that has not emitted them yet replaces them by the state.
     """
@@ -175,6 +179,11 @@ class PoseKalmanFilter:
         self._max_scale = params['maneuver_max_scale']
         self._threshold = params['maneuver_threshold']
         self.t = None
+
+    @property
+    def variance(self):
+        """Return the measurement noise R (2,) in use: position m^2, orientation rad^2."""
+        return self._r
 
     def transition(self, dt):
         """State transition matrix (n, n) over dt seconds; dt may be an array (..., 1, 1)."""
@@ -275,6 +284,7 @@ class PoseKalmanFilter:
                 level[group] = max(level[group], yy)
         self._level = level
         increment = gain[:, :, None] * y[:, None, :]
+        self.gain = gain[:, 0].copy()
         x += increment
         P = P_pred - gain[:, :, None] * P_pred[:, None, 0, :]
         if anchor[POS]:
@@ -292,6 +302,10 @@ class PoseKalmanFilter:
         self.F, self.P_pred, self.increment = F, P_pred, increment
         # A passed-through frame stands alone: no smoothing links it to its neighbours.
         self.restarted = (anchor[POS] or passed[POS], anchor[ROT] or passed[ROT])
+        for group in (POS, ROT):
+            if self.restarted[group]:
+                y[group] = 0.0
+        self.innovation = y
 
     def _adapt(self, Q, P_pred, yy):
         """
@@ -336,6 +350,8 @@ class PoseKalmanFilter:
         self.spike_groups = [False, False]
         self.F = self.P_pred = self.increment = None
         self.restarted = (True, True)
+        self.innovation = np.zeros((2, 3))
+        self.gain = np.ones(2)
         self._run = 0
         self._mean_interval = None
         self._activity = self._r.tolist()

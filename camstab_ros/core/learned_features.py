@@ -1,53 +1,81 @@
 """
-What the learned methods see and learn: features and targets, shared with training.
+What the learned methods see and how their outputs act: shared by run time and training.
 
-Both networks see only quantities that do not depend on where the camera is, in fixed
-physical units, expressed in the camera's body frame (so a take moved or turned as a
-whole gives the same corrections); see FEATURE_DEFINITIONS and TARGET_DEFINITIONS, which
-training copies into every model card. `training/dataset.py` builds its arrays with the
-functions here, and the run time (`learned`) computes the same quantities pose by pose.
+Both networks run beside the `kalman` filter of their model card (it measures the
+tracker's noise, gates spikes and restarts after gaps) and see only quantities in units
+of the tracker's measured noise sigma (the filter's R), in the camera's body frame: one
+model serves 0.02-5 mm trackers at 24-240 Hz, wherever the camera is.
+
+- `hybrid` steers the filter's output. Per group (position, orientation) it outputs a
+  hold h in [0, 1] (sigmoid) and the estimate is measurement - h * innovation: h = 0 is
+  the raw measurement, h = 1 the filter's prediction, h = 1 - K the plain Kalman
+  estimate. The output always lies between the prediction and the measurement, and
+  never further than HOLD_CAP_SIGMA measured sigmas from the measurement (`hold_limit`):
+  a move the filter did not predict (a whip pan's first frames) cannot be held back.
+- `lstm` (the prototype's first model) sees the raw measurement's frame-to-frame steps
+  and may move the measurement by at most CAP_SIGMA sigmas per axis (CAP_SIGMA * tanh).
+
+FEATURE_DEFINITIONS and OUTPUT_DEFINITIONS go into every model card. `kalman_pass` and
+the `*_features` functions build whole takes' arrays (training, the offline fast path);
+`hybrid_pose_features` / `lstm_pose_features` are the per-pose forms of the run time.
 """
 import math
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import POS, PoseKalmanFilter, ROT
+from camstab_ros.core.kalman import POS, PoseKalmanFilter, ROT, UNMEASURED_VARIANCE
 from camstab_ros.core.smoother import SmootherStats
 import numpy as np
 
 
 FEATURE_CLIP = 8.0
+# The lstm's correction: at most this many measured sigmas per axis.
+CAP_SIGMA = 4.0
+# The hybrid's move from the measurement: at most this many measured sigmas (3-axis norm).
+HOLD_CAP_SIGMA = 6.0
+# The interval feature is log2(interval x this rate): 0 at 60 Hz, -1.3 at 25, +2 at 240.
+REFERENCE_RATE_HZ = 60.0
 HYBRID_FEATURES = (
-    ('residual_x', 'mm'), ('residual_y', 'mm'), ('residual_z', 'mm'),
-    ('residual_rx', 'deg'), ('residual_ry', 'deg'), ('residual_rz', 'deg'),
-    ('velocity_x', 'm/s'), ('velocity_y', 'm/s'), ('velocity_z', 'm/s'),
-    ('rate_x', 'deg/s'), ('rate_y', 'deg/s'), ('rate_z', 'deg/s'),
-    ('dt', 'ms'), ('restarted', '1'))
+    ('innovation_x', 'sigma'), ('innovation_y', 'sigma'), ('innovation_z', 'sigma'),
+    ('innovation_rx', 'sigma'), ('innovation_ry', 'sigma'), ('innovation_rz', 'sigma'),
+    ('step_x', 'sigma'), ('step_y', 'sigma'), ('step_z', 'sigma'),
+    ('step_rx', 'sigma'), ('step_ry', 'sigma'), ('step_rz', 'sigma'),
+    ('gain_position', '1'), ('gain_orientation', '1'), ('log2_interval', '1'),
+    ('restarted', '1'))
 LSTM_FEATURES = (
-    ('step_x', 'mm'), ('step_y', 'mm'), ('step_z', 'mm'),
-    ('step_rx', 'deg'), ('step_ry', 'deg'), ('step_rz', 'deg'), ('dt', 'ms'))
-# Card unit per SI unit (m, rad, s) of each feature unit.
-SI_PER_UNIT = {'mm': 1e3, 'deg': math.degrees(1.0), 'm/s': 1.0, 'deg/s': math.degrees(1.0),
-               'ms': 1e3, '1': 1.0}
-TARGETS = (('correction_x', 'mm'), ('correction_y', 'mm'), ('correction_z', 'mm'),
-           ('correction_rx', 'deg'), ('correction_ry', 'deg'), ('correction_rz', 'deg'))
-FEATURE_DEFINITIONS = {
-    'hybrid': ('Kalman filter (card "kalman") stepped on the measurement, then, in the '
-               'body frame of the filtered orientation q_f: residual = R(q_f)^T (p_meas - '
-               'p_f) in mm; rotation residual = log(q_f^-1 q_meas) in deg; velocity = '
-               'R(q_f)^T v_f in m/s; rate = the filter angular rate (body) in deg/s; dt = '
-               'time since the previous measurement in ms (0 at the first); restarted = 1 '
-               'when the filter (re)started a group at this measurement. Standardised '
-               '(x - mean) / std, clipped to +-clip.'),
-    'lstm': ('In the body frame of the previous measurement q_(k-1): step = R(q_(k-1))^T '
-             '(p_k - p_(k-1)) in mm; rotation step = log(q_(k-1)^-1 q_k) in deg; dt in ms '
-             '(all 0 at the first measurement). Standardised (x - mean) / std, clipped to '
-             '+-clip.'),
+    ('step_x', 'sigma'), ('step_y', 'sigma'), ('step_z', 'sigma'),
+    ('step_rx', 'sigma'), ('step_ry', 'sigma'), ('step_rz', 'sigma'),
+    ('log2_interval', '1'), ('restarted', '1'))
+FEATURES = {'hybrid': HYBRID_FEATURES, 'lstm': LSTM_FEATURES}
+OUTPUTS = {
+    'hybrid': (('hold_position', '1'), ('hold_orientation', '1')),
+    'lstm': (('correction_x', 'sigma'), ('correction_y', 'sigma'), ('correction_z', 'sigma'),
+             ('correction_rx', 'sigma'), ('correction_ry', 'sigma'),
+             ('correction_rz', 'sigma')),
 }
-TARGET_DEFINITIONS = {
-    'hybrid': ('correction to the Kalman estimate in its body frame: R(q_f)^T (p_true - '
-               'p_f) in mm, log(q_f^-1 q_true) in deg; the network outputs target / scale'),
-    'lstm': ('correction to the measurement in its body frame: R(q_k)^T (p_true - p_k) in '
-             'mm, log(q_k^-1 q_true) in deg; the network outputs target / scale'),
+ACTIVATIONS = {'hybrid': 'sigmoid', 'lstm': 'tanh'}
+FEATURE_DEFINITIONS = {
+    'hybrid': ('The Kalman filter (card "kalman") is stepped on the measurement; sigma_p, '
+               'sigma_r = sqrt of its measurement noise R per group. innovation = '
+               'measurement - prediction (position rotated into the body frame of the '
+               'filtered orientation q_f) / sigma, 0 in a group that restarted or passed '
+               'the measurement through; step = filter velocity (body) x dt / sigma_p and '
+               'angular rate x dt / sigma_r; gain = the Kalman value gain K per group; '
+               'log2_interval = log2(dt x 60 Hz), 0 at a restart; restarted = 1 when '
+               'either group restarted or passed through. Standardised (x - mean) / std, '
+               'clipped to +-clip.'),
+    'lstm': ("sigma_p, sigma_r as for hybrid (the card's Kalman filter measures them). "
+             'step = R(q_(k-1))^T (p_k - p_(k-1)) / sigma_p and log(q_(k-1)^-1 q_k) / '
+             'sigma_r; log2_interval as for hybrid; all 0 and restarted = 1 when the '
+             'filter restarted (first measurement, gap, noise not yet measured). '
+             'Standardised (x - mean) / std, clipped to +-clip.'),
+}
+OUTPUT_DEFINITIONS = {
+    'hybrid': ('hold h = min(sigmoid(network output), HOLD_CAP_SIGMA / (|innovation| / '
+               f'sigma)) per group, HOLD_CAP_SIGMA = {HOLD_CAP_SIGMA:g}; estimate = '
+               'measurement - h x innovation (position: p - h y_p; orientation: q '
+               'exp(-h y_r)), between the measurement (h = 0) and the prediction (h = 1)'),
+    'lstm': (f'correction c = {CAP_SIGMA:g} tanh(network output) per axis in sigmas; '
+             'estimate = (p + R(q) c_p sigma_p, q exp(c_r sigma_r))'),
 }
 
 
@@ -75,69 +103,158 @@ def columns(a):
     return tuple(np.asarray(a, dtype=float).T)
 
 
-def hybrid_features(meas_p, meas_q, est_p, est_v, est_q, est_rate, dt, restarted):
-    """
-    Compute the hybrid features (N, 14) from per-pose arrays.
-
-    Inputs: measurement p (N, 3), q (N, 4); filter position, velocity (N, 3), orientation
-    (N, 4), body angular rate (N, 3) rad/s; dt (N,) s; restarted (N,) bool.
-    """
-    q = columns(est_q)
-    residual = rotate(q, columns(meas_p - est_p), inverse=True)
-    rot = quat.log_map(quat.multiply(quat.conjugate(est_q), meas_q))
-    velocity = rotate(q, columns(est_v), inverse=True)
-    return np.column_stack([np.column_stack(residual) * 1e3, np.degrees(rot),
-                            np.column_stack(velocity), np.degrees(est_rate),
-                            np.asarray(dt) * 1e3, np.asarray(restarted, dtype=float)])
+def log2_interval(dt):
+    """Return the interval feature of intervals dt (s; 0 at a restart gives 0)."""
+    dt = np.asarray(dt, dtype=float)
+    return np.where(dt > 0.0, np.log2(np.maximum(dt, 1e-9) * REFERENCE_RATE_HZ), 0.0)
 
 
-def hybrid_targets(truth_p, truth_q, est_p, est_q):
-    """Hybrid targets (N, 6): the truth relative to the Kalman estimate (mm, deg, body)."""
-    correction = rotate(columns(est_q), columns(truth_p - est_p), inverse=True)
-    rot = quat.log_map(quat.multiply(quat.conjugate(est_q), truth_q))
-    return np.column_stack([np.column_stack(correction) * 1e3, np.degrees(rot)])
+class KalmanRecord:
+    """Per-pose arrays of a Kalman pass over a take (see `kalman_pass`)."""
+
+    def __init__(self, n):
+        self.position = np.empty((n, 3))      # the filter's output (kalman's estimate)
+        self.output_q = np.empty((n, 4))
+        self.velocity = np.empty((n, 3))      # world frame, m/s
+        self.rate = np.empty((n, 3))          # body frame, rad/s
+        self.q = np.empty((n, 4))             # filtered orientation
+        self.innovation = np.empty((n, 2, 3))
+        self.gain = np.empty((n, 2))
+        self.sigma = np.empty((n, 2))         # m, rad
+        self.measured = np.empty((n, 2), dtype=bool)
+        self.dt = np.zeros(n)
+        self.restarted = np.zeros(n, dtype=bool)
 
 
-def lstm_features(t, p, q):
-    """Raw-LSTM features (N, 7) of a take: each measurement's step from the previous one."""
-    t, p, q = np.asarray(t, float), np.asarray(p, float), np.asarray(q, float)
-    features = np.zeros((len(t), 7))
-    if len(t) > 1:
-        step = rotate(columns(q[:-1]), columns(np.diff(p, axis=0)), inverse=True)
-        features[1:, :3] = np.column_stack(step) * 1e3
-        features[1:, 3:6] = np.degrees(quat.log_map(quat.multiply(quat.conjugate(q[:-1]),
-                                                                  q[1:])))
-        features[1:, 6] = np.diff(t) * 1e3
-    return features
-
-
-def lstm_targets(truth_p, truth_q, p, q):
-    """Raw-LSTM targets (N, 6): the truth relative to the measurement (mm, deg, body)."""
-    return hybrid_targets(truth_p, truth_q, p, q)
-
-
-def kalman_pass(params, t, p, q, stats=None, progress=None):
-    """
-    Run the forward Kalman filter over a take.
-
-    Returns per-pose arrays (est_p, est_v, est_q, est_rate, dt, restarted) for
-    `hybrid_features` (dt 0 where the filter started afresh, as in the streaming path).
-    """
-    kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats())
+def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
+    """Run the forward Kalman filter over a take; return its KalmanRecord."""
+    kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats(), meter)
     n = len(t)
-    est = np.empty((n, 2, 3))
-    rate = np.empty((n, 3))
-    est_q = np.empty((n, 4))
-    restarted = np.zeros(n, dtype=bool)
-    dt = np.zeros(n)
+    record = KalmanRecord(n)
     rows = range(n)
     for k in (progress(rows) if progress else rows):
         kf.step(t[k], p[k], q[k])
-        x = kf.x
-        est[k] = x[POS, :2]
-        rate[k] = x[ROT, 1]
-        est_q[k] = kf.q
-        restarted[k] = kf.restarted[0] or kf.restarted[1]
+        record.position[k] = kf.position
+        record.output_q[k] = kf.output_q
+        record.velocity[k] = kf.x[POS, 1]
+        record.rate[k] = kf.x[ROT, 1]
+        record.q[k] = kf.q
+        record.innovation[k] = kf.innovation
+        record.gain[k] = kf.gain
+        record.sigma[k] = np.sqrt(kf.variance)
+        record.measured[k] = kf.variance > UNMEASURED_VARIANCE
+        record.restarted[k] = kf.restarted[0] or kf.restarted[1]
         if kf.F is not None:
-            dt[k] = t[k] - t[k - 1]
-    return est[:, 0], est[:, 1], est_q, rate, dt, restarted
+            record.dt[k] = t[k] - t[k - 1]
+    return record
+
+
+def hybrid_features(record):
+    """Compute the hybrid features (N, 16) of a Kalman pass."""
+    q = columns(record.q)
+    sigma_p, sigma_r = record.sigma[:, :1], record.sigma[:, 1:]
+    innovation = np.column_stack(rotate(q, columns(record.innovation[:, POS]), inverse=True))
+    step = np.column_stack(rotate(q, columns(record.velocity), inverse=True))
+    dt = record.dt[:, None]
+    return np.column_stack([innovation / sigma_p, record.innovation[:, ROT] / sigma_r,
+                            step * dt / sigma_p, record.rate * dt / sigma_r, record.gain,
+                            log2_interval(record.dt), record.restarted.astype(float)])
+
+
+def hybrid_pose_features(kf, dt):
+    """Return the hybrid features (16,) of the pose a PoseKalmanFilter has just stepped on."""
+    qf = kf.q
+    sigma_p, sigma_r = np.sqrt(kf.variance).tolist()
+    y = kf.innovation
+    innovation = rotate(qf, y[POS].tolist(), inverse=True)
+    velocity = rotate(qf, kf.x[POS, 1].tolist(), inverse=True)
+    rate = kf.x[ROT, 1]
+    restarted = kf.restarted[0] or kf.restarted[1]
+    if kf.F is None:
+        dt = 0.0
+    return np.array([innovation[0] / sigma_p, innovation[1] / sigma_p,
+                     innovation[2] / sigma_p, *(y[ROT] / sigma_r).tolist(),
+                     velocity[0] * dt / sigma_p, velocity[1] * dt / sigma_p,
+                     velocity[2] * dt / sigma_p, *(rate * (dt / sigma_r)).tolist(),
+                     *kf.gain.tolist(),
+                     math.log2(dt * REFERENCE_RATE_HZ) if dt > 0.0 else 0.0,
+                     float(restarted)])
+
+
+def lstm_features(t, p, q, record):
+    """Raw-LSTM features (N, 8) of a take (measurements and the Kalman pass over them)."""
+    t, p, q = np.asarray(t, float), np.asarray(p, float), np.asarray(q, float)
+    n = len(t)
+    features = np.zeros((n, 8))
+    features[:, 7] = 1.0
+    if n > 1:
+        step = rotate(columns(q[:-1]), columns(np.diff(p, axis=0)), inverse=True)
+        features[1:, :3] = np.column_stack(step) / record.sigma[1:, :1]
+        features[1:, 3:6] = quat.log_map(quat.multiply(quat.conjugate(q[:-1]), q[1:])) \
+            / record.sigma[1:, 1:]
+        features[1:, 6] = log2_interval(np.diff(t))
+        features[1:, 7] = 0.0
+    started = record.restarted & (record.dt == 0.0) | ~np.all(record.measured, axis=1)
+    features[started] = 0.0
+    features[started, 7] = 1.0
+    return features
+
+
+def lstm_pose_features(kf, t, position, q, previous):
+    """Return the lstm features (8,) of a measurement; previous: (t, position, q) or None."""
+    if previous is None or kf.F is None or not np.all(kf.variance > UNMEASURED_VARIANCE):
+        return np.array([0.0] * 7 + [1.0])
+    t0, p0, q0 = previous
+    sigma_p, sigma_r = np.sqrt(kf.variance).tolist()
+    step = rotate(q0, (position - p0).tolist(), inverse=True)
+    rot = quat.log_relative(q0, q)
+    return np.array([step[0] / sigma_p, step[1] / sigma_p, step[2] / sigma_p,
+                     rot[0] / sigma_r, rot[1] / sigma_r, rot[2] / sigma_r,
+                     math.log2((t - t0) * REFERENCE_RATE_HZ), 0.0])
+
+
+def sigmoid(x):
+    """Return the logistic function of x (array), overflow-free."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=float)))
+
+
+def hold_limit(innovation, sigma):
+    """
+    Return the largest hold (N, 2) per group: HOLD_CAP_SIGMA over the innovation in sigmas.
+
+    innovation (N, 2, 3) and sigma (N, 2) of a Kalman pass; 1 where the innovation is 0.
+    """
+    size = np.linalg.norm(innovation, axis=2) / sigma
+    with np.errstate(divide='ignore'):
+        return np.minimum(1.0, HOLD_CAP_SIGMA / size)
+
+
+def hybrid_apply(p, q, innovation, hold):
+    """
+    Return the hybrid estimate (p (N, 3), q (N, 4)) of measurements p, q.
+
+    innovation: (N, 2, 3) of the Kalman pass; hold: (N, 2) in [0, 1], limited.
+    """
+    out_p = p - hold[:, :1] * innovation[:, POS]
+    out_q = quat.multiply(q, quat.exp_map(-hold[:, 1:] * innovation[:, ROT]))
+    return out_p, quat.make_continuous(out_q)
+
+
+def lstm_apply(p, q, correction, sigma):
+    """Return the lstm estimate: measurements moved by body-frame corrections in sigmas."""
+    shift = rotate(columns(q), columns(correction[:, :3] * sigma[:, :1]))
+    out_q = quat.multiply(q, quat.exp_map(correction[:, 3:] * sigma[:, 1:]))
+    return p + np.column_stack(shift), quat.make_continuous(out_q)
+
+
+def measurement_error(p, q, truth_p, truth_q):
+    """Return the measurement's error (N, 6): body-frame position (m), rotation (rad)."""
+    position = rotate(columns(q), columns(p - truth_p), inverse=True)
+    rotation = quat.log_map(quat.multiply(quat.conjugate(truth_q), q))
+    return np.column_stack([np.column_stack(position), rotation])
+
+
+def body_innovation(q, innovation):
+    """Return the innovation (N, 6) in the body frame of the measurement (m, rad)."""
+    position = rotate(columns(q), columns(innovation[:, POS]), inverse=True)
+    return np.column_stack([np.column_stack(position), innovation[:, ROT]])

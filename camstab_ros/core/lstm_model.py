@@ -2,9 +2,10 @@
 The learned methods' model: a NumPy LSTM run from exported weights, and its model card.
 
 A model directory holds `model_card.json` (format, version, method, architecture, feature
-and target definitions with their normalisation, the Kalman configuration of `hybrid`,
-the weights file and its sha256) and the weights as an `.npz` (no pickle). `load_model()`
-validates all of it and raises ModelError naming the offending file.
+and output definitions with the features' normalisation, the configuration of the Kalman
+filter the model runs beside, the weights file and its sha256) and the weights as an
+`.npz` (no pickle). `load_model()` validates all of it and raises ModelError naming the
+offending file.
 
 `LstmNetwork.step()` runs one time step with the state carried (O(1) work per pose);
 `run_chunked()` runs a whole take as a batch of chunks of CHUNK_FRAMES, each started
@@ -17,14 +18,14 @@ import stat
 import zipfile
 
 from camstab_ros.core.kalman import KALMAN_PARAMS
-from camstab_ros.core.learned_features import HYBRID_FEATURES, LSTM_FEATURES, SI_PER_UNIT, TARGETS
+from camstab_ros.core.learned_features import ACTIVATIONS, FEATURES, OUTPUTS
 from camstab_ros.core.params import ParameterError
 from camstab_ros.share import share_dir
 import numpy as np
 
 
 CARD_FORMAT = 'camstab-model-card'
-CARD_VERSION = 1
+CARD_VERSION = 2
 CARD_FILE = 'model_card.json'
 CHUNK_FRAMES = 8192
 WARMUP_FRAMES = 1024
@@ -68,7 +69,7 @@ class LstmNetwork:
         return [(np.zeros(shape(n)), np.zeros(shape(n))) for n in self.units]
 
     def step(self, x, state):
-        """One time step: x (features,) -> (output (targets,), new state)."""
+        """One time step: x (features,) -> (output (outputs,), new state)."""
         new_state = []
         for (_, _, b, wu), (h, c), scale, offset in zip(
                 self.layers, state, self._gate_scale, self._gate_offset):
@@ -85,7 +86,7 @@ class LstmNetwork:
         """
         Run a batch of sequences x (batch, steps, features) from `state` (zero by default).
 
-        Returns the outputs (batch, steps, targets).
+        Returns the outputs (batch, steps, outputs).
         """
         batch, steps, _ = x.shape
         state = state or self.initial_state(batch)
@@ -119,7 +120,7 @@ class LstmNetwork:
 
 def run_chunked(network, x):
     """
-    Return the network outputs (N, targets) for one long sequence x (N, features).
+    Return the network outputs (N, outputs) for one long sequence x (N, features).
 
     Chunks of CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier.
     """
@@ -169,30 +170,15 @@ class LearnedModel:
 
     def __init__(self, card, network, path):
         self.card, self.network, self.path = card, network, path
-        features, targets = card['features'], card['targets']
+        features = card['features']
         self.feature_mean = np.array(features['mean'], dtype=float)
         self.feature_std = np.array(features['std'], dtype=float)
         self.feature_clip = float(features['clip'])
-        self.target_scale = np.array(targets['scale'], dtype=float)
-        spec = HYBRID_FEATURES if card['method'] == 'hybrid' else LSTM_FEATURES
-        si = np.array([SI_PER_UNIT[unit] for _, unit in spec])
-        self._si_scale = si / self.feature_std
-        self._si_offset = self.feature_mean / self.feature_std
+        self._inverse_std = 1.0 / self.feature_std
 
     def normalize(self, features):
-        """Standardised, clipped network input of features (..., F) in the card's units."""
-        z = (features - self.feature_mean) / self.feature_std
-        return np.clip(z, -self.feature_clip, self.feature_clip)
-
-    def normalize_si(self, features):
-        """
-        Return the standardised, clipped network input of one pose's features (F,).
-
-        The features are in SI units (m, rad, s): the unit conversion is folded into the
-        standardisation (the per-pose hot path).
-        """
-        z = features * self._si_scale
-        z -= self._si_offset
+        """Standardised, clipped network input of features (..., F)."""
+        z = (features - self.feature_mean) * self._inverse_std
         return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
 
 
@@ -271,22 +257,19 @@ def _load_model(directory, method):
                           f'not {method!r}')
     try:
         architecture = card['architecture']
-        names = [name for name, _ in (HYBRID_FEATURES if method == 'hybrid'
-                                      else LSTM_FEATURES)]
+        names = [name for name, _ in FEATURES[method]]
         if card['features']['names'] != names or architecture['input_size'] != len(names):
             raise _card_error(card_path, 'feature definition differs from this runtime')
-        if architecture['output_size'] != len(TARGETS):
-            raise _card_error(card_path, 'output size differs from this runtime')
+        outputs = [name for name, _ in OUTPUTS[method]]
+        if (card['outputs']['names'] != outputs or architecture['output_size'] != len(outputs)
+                or card['outputs']['activation'] != ACTIVATIONS[method]):
+            raise _card_error(card_path, 'output definition differs from this runtime')
         for key in ('mean', 'std'):
             values = np.asarray(card['features'][key], dtype=float)
             if values.shape != (len(names),) or not np.all(np.isfinite(values)):
                 raise _card_error(card_path, f'features.{key} must be {len(names)} numbers')
         if not np.all(np.asarray(card['features']['std'], dtype=float) > 0):
             raise _card_error(card_path, 'features.std must be positive')
-        scale = np.asarray(card['targets']['scale'], dtype=float)
-        if scale.shape != (len(TARGETS),) or not np.all(np.isfinite(scale) & (scale > 0)):
-            raise _card_error(card_path, f'targets.scale must be {len(TARGETS)} positive '
-                              'numbers')
         clip = float(card['features']['clip'])
         if not (np.isfinite(clip) and clip > 0.0):
             raise _card_error(card_path, 'features.clip must be a positive number')
@@ -297,8 +280,7 @@ def _load_model(directory, method):
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise _card_error(card_path, f'incomplete or malformed model card ({exc!r})') from None
-    if method == 'hybrid':
-        kalman_params(card, card_path)
+    kalman_params(card, card_path)
     weights_path = _weights_path(directory, card_path, file_name)
     actual = sha256_of(weights_path)
     if actual != sha:
@@ -339,7 +321,7 @@ def _read_arrays(weights_path, shapes):
 
 
 def kalman_params(card, card_path='model card'):
-    """Return the Kalman parameters stored in a hybrid model card, validated."""
+    """Return the parameters of the Kalman filter a model card runs beside, validated."""
     stored = card.get('kalman')
     if not isinstance(stored, dict) or set(stored) != set(KALMAN_PARAMS):
         raise _card_error(card_path, 'the "kalman" entry must give every Kalman parameter: '
