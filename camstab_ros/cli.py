@@ -29,8 +29,8 @@ COMMANDS = {
                 'with the on-screen error against TRUTH.'),
     'bench': ('bench', 'per-pose cost of each method (or node latency)',
               'Median and p99 cost per pose of each method on a fixed seeded take, with the '
-              'ratio to passthrough; --ros: the stabilizer node over DDS; --freed: the '
-              'FreeD bridge over UDP.'),
+              'ratio to passthrough; --ros: the stabilizer node over DDS; --bridge: the '
+              'tracking bridge over UDP for each protocol pair.'),
     'demo': ('demo', 'live demo: simulator -> stabilizer over real DDS',
              'Start the jitter_simulator and stabilizer executables with config/params.yaml '
              'on a private ROS_DOMAIN_ID, print a live line per second and a final table, '

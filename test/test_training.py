@@ -28,7 +28,12 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     assert card['weights']['sha256'] == lstm_model.sha256_of(out / 'weights.npz')
     assert card['training']['epochs_run'] >= 1
     assert set(card['metrics']) >= {'validation', 'test'}
-    assert lstm_model.kalman_params(card) == train.STAGE_KALMAN
+    stage = lstm_model.kalman_params(card)
+    scale = train.STAGE_PROCESS_SCALE[method]
+    for name, value in train.STAGE_KALMAN.items():
+        expected = value * scale if name in ('process_noise', 'rot_process_noise') else value
+        assert stage[name] == pytest.approx(expected) if isinstance(value, float) else \
+            stage[name] == expected, name
     assert card['training']['real_motion']['held_out'] == list(REAL_TEST_TAKES)
     with np.load(out / 'weights.npz', allow_pickle=False) as npz:
         assert npz['lstm_0/recurrent_kernel'].shape == (8, 32)

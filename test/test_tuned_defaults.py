@@ -17,6 +17,9 @@ import pytest
 TRACKERS = ('optical_fine', 'optical', 'inside_out')
 RATES_HZ = (60.0, 240.0)
 METHODS = ('kalman', 'fixed_lag', 'one_euro')
+# The shipped learned models: bounded, trained on every kind of tracker (issue 11); their
+# worst cell on the tracker matrix (README) is 1.02x raw (hybrid) and 1.10x (lstm).
+LEARNED_WORST = {'hybrid': 1.05, 'lstm': 1.15}
 RATIOS = ('screen_rmse_px', 'pos_rmse_mm', 'rot_rmse_deg')
 # Moves with holds (the still-jitter rule) and without a walking operator.
 STAGE_MOVES = ('locked_off', 'pan', 'tilt', 'dolly', 'crane', 'whip_pan')
@@ -37,7 +40,7 @@ def figures():
                 take = simulate(scenario, 10.0, rate, 4242, NOISE_PRESETS[tracker])
                 raw = error_metrics(take.t, take.noisy_p, take.noisy_q, take.truth_p,
                                     take.truth_q)
-                for method in METHODS:
+                for method in METHODS + tuple(LEARNED_WORST):
                     result = run_take(method, take.t, take.noisy_p, take.noisy_q)
                     est = error_metrics(take.t, result.p, result.q, take.truth_p,
                                         take.truth_q)
@@ -80,3 +83,26 @@ def test_holds_stop_floating_at_240_hz(figures, method):
 def test_holds_float_less_at_60_hz(figures, method, limit):
     # The target is 0.25 for the default method; `kalman` misses it at 60 Hz (README).
     assert max(still_jitter(figures, method, 60.0)) <= limit
+
+
+@pytest.mark.parametrize('method', sorted(LEARNED_WORST))
+def test_learned_methods_stay_within_a_few_percent_of_raw_on_every_cell(figures, method):
+    worst = max(max(r[k] for k in RATIOS) for cell, r in figures.items() if cell[3] == method)
+    assert worst <= LEARNED_WORST[method]
+
+
+@pytest.mark.xfail(reason='known miss: the learned methods are up to 2% (hybrid) and 10% '
+                          '(lstm) worse than raw on a few cells (README, tracker matrix)',
+                   strict=True)
+@pytest.mark.parametrize('method', sorted(LEARNED_WORST))
+def test_learned_methods_do_no_harm_on_any_cell(figures, method):
+    worse = {cell[:3]: r for cell, r in figures.items()
+             if cell[3] == method and max(r[k] for k in RATIOS) > 1.0}
+    assert not worse
+
+
+def test_hybrid_is_better_than_kalman_on_screen_over_these_cells(figures):
+    def geomean(method):
+        return np.exp(np.mean([np.log(r['screen_rmse_px']) for cell, r in figures.items()
+                               if cell[3] == method]))
+    assert geomean('hybrid') < geomean('kalman')

@@ -35,12 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # restarts). The card stores every parameter: the runtime uses the card's, never the
 # Kalman defaults of the day.
 STAGE_KALMAN = {name: spec.default for name, spec in KALMAN_PARAMS.items()}
+# The hybrid's stage is smoother than `kalman` (process noise x0.02; chosen over x1 and x0.1
+# by validation loss, docs/design/learned_filters.md): its network follows the moves.
+STAGE_PROCESS_SCALE = {'hybrid': 0.02, 'lstm': 1.0}
 METRIC_SCENARIO_SECONDS = 20.0
 METRIC_RATE_HZ = 60.0
 # Loss: mean over windows of the log of the screen error energy over raw's, plus
-# JITTER_WEIGHT x the same of its frame-to-frame change, plus HARM_WEIGHT x the squared
-# excess over raw (a window made worse costs far more than a window made better earns).
-HARM_WEIGHT = 4.0
+# jitter_weight x the same of its frame-to-frame change, plus HARM_WEIGHT x the squared
+# excess over raw of the screen error, its change, and the position and rotation errors
+# apart (a window made worse costs far more than a window made better earns, and the
+# screen, which hardly sees position, cannot buy rotation with position).
+HARM_WEIGHT = 12.0
 ENERGY_FLOOR = 1e-9
 
 
@@ -90,9 +95,12 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
     """
     m = tf.constant(screen_matrix(), dtype=tf.float32)
 
-    def energy(e, weight):
-        per_frame = tf.einsum('wti,ij,wtj->wt', e, m, e)
+    def energy(e, weight, metric=m):
+        per_frame = tf.einsum('wti,ij,wtj->wt', e, metric, e)
         return tf.reduce_sum(weight * per_frame, axis=1) + ENERGY_FLOOR
+
+    position = tf.constant(np.diag([1.0] * 3 + [0.0] * 3), dtype=tf.float32)
+    rotation = tf.constant(np.diag([0.0] * 3 + [1.0] * 3), dtype=tf.float32)
 
     def loss(y_true, y_pred):
         error, aux, weight = y_true[..., :6], y_true[..., 6:12], y_true[..., 14]
@@ -105,7 +113,9 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
         level = tf.math.log(energy(estimate, weight) / energy(error, weight))
         shake = tf.math.log(energy(estimate[:, 1:] - estimate[:, :-1], pair)
                             / energy(error[:, 1:] - error[:, :-1], pair))
-        harm = tf.nn.relu(level) ** 2 + tf.nn.relu(shake) ** 2
+        parts = [tf.math.log(energy(estimate, weight, metric) / energy(error, weight, metric))
+                 for metric in (position, rotation)]
+        harm = sum(tf.nn.relu(x) ** 2 for x in [level, shake] + parts)
         return tf.reduce_mean(level + jitter_weight * shake + harm_weight * harm)
     return loss
 
@@ -171,13 +181,16 @@ def main(argv=None):
     parser.add_argument('--learning-rate', type=float, default=3e-3)
     parser.add_argument('--jitter-weight', type=float, default=0.5,
                         help='weight of the frame-to-frame error change in the loss')
+    parser.add_argument('--harm-weight', type=float, default=HARM_WEIGHT,
+                        help='weight of the squared excess over raw in the loss')
     parser.add_argument('--max-minutes', type=float, default=25.0,
                         help='stop training after this much wall time (whole epochs)')
     parser.add_argument('--metric-seconds', type=float, default=METRIC_SCENARIO_SECONDS,
                         help='length of the validation/test takes for the card metrics')
-    parser.add_argument('--stage-process-scale', type=float, default=1.0,
+    parser.add_argument('--stage-process-scale', type=float, default=None,
                         help="scale of the Kalman stage's process noise (below 1: a smoother "
-                        'stage, the network following the moves)')
+                        'stage, the network following the moves; default: '
+                        'STAGE_PROCESS_SCALE of the model)')
     parser.add_argument('--seed', type=int, default=1)
     args = parser.parse_args(argv)
     started = time.time()
@@ -190,8 +203,9 @@ def main(argv=None):
     import tensorflow as tf
     import tf_keras as keras
     kalman = dict(STAGE_KALMAN)
+    scale = args.stage_process_scale or STAGE_PROCESS_SCALE[args.model]
     for name in ('process_noise', 'rot_process_noise'):
-        kalman[name] *= args.stage_process_scale
+        kalman[name] *= scale
     train_seeds = list(TRAIN_SEEDS[:args.train_takes])
     val_seeds = list(VALIDATION_SEEDS[:args.val_takes])
     print(f'generating {len(train_seeds)} training and {len(val_seeds)} validation takes',
@@ -214,7 +228,7 @@ def main(argv=None):
     outputs = learned_features.OUTPUTS[args.model]
     model = build_keras_model(keras, x.shape[-1], units, len(outputs))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=1.0),
-                  loss=make_loss(tf, args.model, args.jitter_weight))
+                  loss=make_loss(tf, args.model, args.jitter_weight, args.harm_weight))
     model.summary()
     budget_s = args.max_minutes * 60.0
 
@@ -273,8 +287,9 @@ def main(argv=None):
                              'quantisation)'),
             'loss': ('per window: log of the screen error energy over raw (linearised '
                      f'screen_errors of the standard view) + {args.jitter_weight:g} x the '
-                     f'same of its frame-to-frame change + {HARM_WEIGHT:g} x squared '
-                     'excess over raw'),
+                     f'same of its frame-to-frame change + {args.harm_weight:g} x squared '
+                     'log excess over raw of the screen error, its change, the position '
+                     'and the rotation error'),
             'epochs_run': len(history.history['loss']),
             'best_val_loss': float(min(history.history['val_loss'])),
             'batch': args.batch, 'learning_rate': args.learning_rate, 'seed': args.seed,
