@@ -262,6 +262,22 @@ def tradeoff_figure(figures, path):
     plt.close(fig)
 
 
+def record_in_model_cards(figures, cells):
+    """Write the learned models' matrix figures, and the baselines', into their model cards."""
+    baselines = {m: {k: figures[m][k] for k in ('geomean_screen', 'worst_screen_rmse_px',
+                                                'geomean_still')}
+                 for m in ('kalman', 'kalman_optimised', 'oracle') if m in figures}
+    for method in ('hybrid', 'lstm'):
+        path = ROOT / 'models' / method / 'model_card.json'
+        if method not in figures or not path.is_file():
+            continue
+        card = json.loads(path.read_text())
+        card.setdefault('metrics', {})['tracker_matrix'] = {
+            'source': 'training/matrix.py (docs/matrix.md)', 'cells': cells,
+            'figures': figures[method], 'baselines': baselines}
+        path.write_text(json.dumps(card, indent=2) + '\n')
+
+
 def main(argv=None):
     """Run the matrix and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
@@ -272,6 +288,7 @@ def main(argv=None):
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(run_cell, work, chunksize=4))
     figures = summary(results)
+    record_in_model_cards(figures, len(results))
     Path(args.out).with_suffix('.json').write_text(json.dumps(
         {'figures': figures, 'cells': [{'take': name, 'tracker': tracker, 'rate_hz': rate,
                                         'metrics': rows}
