@@ -51,6 +51,9 @@ RATIOS = ('screen_rmse_px', 'pos_rmse_mm', 'rot_rmse_deg')
 STILL_MIN_RATE_HZ = 60.0
 # A take counts as worse than raw beyond this (passthrough's ratio is 1 to rounding).
 WORSE_MARGIN = 1e-6
+# The classical methods' parameters optimised on the learned models' training data
+# (training/tune_classical.py --real --json OPTIMISED_FILE): the `_optimised` rows.
+OPTIMISED_FILE = ROOT / 'training' / 'optimised_classical.json'
 # Gains the oracle chooses from (alpha of the alpha-beta filter; beta = alpha^2/(2-alpha)).
 ORACLE_ALPHAS = np.array([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.13, 0.08, 0.05, 0.03, 0.02])
 
@@ -135,8 +138,7 @@ def oracle(t, noisy_p, noisy_q, truth_p, truth_q):
 
 def optimised_baselines():
     """Return {method: params} of the classical methods optimised on the learned models' data."""
-    path = ROOT / 'training' / 'optimised_classical.json'
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(OPTIMISED_FILE.read_text()) if OPTIMISED_FILE.is_file() else {}
 
 
 def run_cell(args):

@@ -22,7 +22,7 @@ tracker noise (`kalman`'s measurement noise 'auto', `noise_scaling` 'auto').
 
 Prints the tuned values. Without `--real` they are the PARAMS defaults in camstab_ros/core
 (see README); with it, the optimised baselines the tracker matrix reports beside the
-learned models (OPTIMISED_FILE: trained on the same data as they are).
+learned models (training.matrix.OPTIMISED_FILE: trained on the same data as they are).
 """
 import argparse
 from concurrent.futures import ProcessPoolExecutor
@@ -42,7 +42,6 @@ from training.splits import REAL_TRAIN_TAKES, TRAIN_SEEDS
 
 
 TAKE_SECONDS = 12.0
-OPTIMISED_FILE = Path(__file__).resolve().parent / 'optimised_classical.json'
 HARM_PENALTY = 30.0
 STILL_WEIGHT = 0.5
 MAX_EVALUATIONS = 60

@@ -284,7 +284,7 @@ class PoseKalmanFilter:
                 level[group] = max(level[group], yy)
         self._level = level
         increment = gain[:, :, None] * y[:, None, :]
-        self.gain = gain[:, 0].copy()
+        self.gain = gain[:, 0]
         x += increment
         P = P_pred - gain[:, :, None] * P_pred[:, None, 0, :]
         if anchor[POS]:

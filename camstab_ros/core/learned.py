@@ -195,7 +195,7 @@ class LstmSmoother(_LearnedSmoother):
 
     def _model_smooth(self, t, p, q, record):
         features = lstm_features(t, p, q, record)
-        out, bad = self._network_batch(features)
+        out, _ = self._network_batch(features)  # a non-finite row is 0: no correction
         correction = CAP_SIGMA * np.tanh(out)
         correction[features[:, -1] > 0.0] = 0.0
         return lstm_apply(p, q, correction, record.sigma)

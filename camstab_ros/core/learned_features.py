@@ -121,7 +121,6 @@ class KalmanRecord:
         self.innovation = np.empty((n, 2, 3))
         self.gain = np.empty((n, 2))
         self.sigma = np.empty((n, 2))         # m, rad
-        self.measured = np.empty((n, 2), dtype=bool)
         self.dt = np.zeros(n)
         self.restarted = np.zeros(n, dtype=bool)
 
@@ -142,7 +141,6 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
         record.innovation[k] = kf.innovation
         record.gain[k] = kf.gain
         record.sigma[k] = np.sqrt(kf.variance)
-        record.measured[k] = kf.variance > UNMEASURED_VARIANCE
         record.restarted[k] = kf.restarted[0] or kf.restarted[1]
         if kf.F is not None:
             record.dt[k] = t[k] - t[k - 1]
@@ -184,17 +182,16 @@ def hybrid_pose_features(kf, dt):
 def lstm_features(t, p, q, record):
     """Raw-LSTM features (N, 8) of a take (measurements and the Kalman pass over them)."""
     t, p, q = np.asarray(t, float), np.asarray(p, float), np.asarray(q, float)
-    n = len(t)
-    features = np.zeros((n, 8))
-    features[:, 7] = 1.0
-    if n > 1:
+    features = np.zeros((len(t), 8))
+    if len(t) > 1:
         step = rotate(columns(q[:-1]), columns(np.diff(p, axis=0)), inverse=True)
         features[1:, :3] = np.column_stack(step) / record.sigma[1:, :1]
         features[1:, 3:6] = quat.log_map(quat.multiply(quat.conjugate(q[:-1]), q[1:])) \
             / record.sigma[1:, 1:]
         features[1:, 6] = log2_interval(np.diff(t))
-        features[1:, 7] = 0.0
-    started = record.restarted & (record.dt == 0.0) | ~np.all(record.measured, axis=1)
+    # A full restart (the first measurement among them) or a noise not yet measured.
+    unmeasured = np.any(record.sigma <= math.sqrt(UNMEASURED_VARIANCE), axis=1)
+    started = record.restarted & (record.dt == 0.0) | unmeasured
     features[started] = 0.0
     features[started, 7] = 1.0
     return features
