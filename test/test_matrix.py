@@ -9,9 +9,9 @@ from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES
 
 def test_real_pieces_never_span_a_gap_of_the_recorded_truth():
     takes = REAL_TRAIN_TAKES + REAL_TEST_TAKES
-    pieces = list(matrix.real_pieces(60.0, takes))
-    if not pieces:
+    if not matrix.REAL.is_dir():
         pytest.skip('shared real takes not available')
+    pieces = list(matrix.real_pieces(60.0, takes))
     truths = {name: read_trajectory(matrix.REAL / name) for name in takes}
     for name, t, p, q in pieces:
         truth = truths[name.split('@')[0] + '_groundtruth.txt']
@@ -22,14 +22,25 @@ def test_real_pieces_never_span_a_gap_of_the_recorded_truth():
         assert np.allclose(np.linalg.norm(q, axis=1), 1.0)
 
 
+def test_a_missing_real_take_is_an_error_naming_it(tmp_path, monkeypatch):
+    # A matrix or training set silently without its real motion would look complete.
+    monkeypatch.setattr(matrix, 'REAL', tmp_path)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / REAL_TEST_TAKES[0])):
+        list(matrix.real_pieces(60.0))
+
+
 def test_a_cell_measures_every_method_against_raw_and_the_oracle():
     sim = simulate('dolly', 8.0, 60.0, 5, NOISE_PRESETS['none'])
     cell = matrix.run_cell(('dolly', 'optical', 60.0, sim.t, sim.truth_p, sim.truth_q, 9))
     name, tracker, rate, rows = cell
-    assert {'raw', 'oracle', 'passthrough', 'kalman'} <= set(rows)
+    assert {'raw', 'oracle', 'lowpass_oracle', 'passthrough', 'kalman'} <= set(rows)
     assert rows['passthrough']['screen_rmse_px'] == pytest.approx(rows['raw']['screen_rmse_px'])
     # The oracle picks its gains on the truth: never worse than raw (alpha 1 is raw).
     assert rows['oracle']['pos_rmse_mm'] <= rows['raw']['pos_rmse_mm'] * (1 + 1e-9)
+    # So does the offline low-pass (no filter is among its choices), and it smooths.
+    for key in ('pos_rmse_mm', 'rot_rmse_deg'):
+        assert rows['lowpass_oracle'][key] <= rows['raw'][key] * (1 + 1e-9)
+    assert rows['lowpass_oracle']['pos_rmse_mm'] < 0.9 * rows['raw']['pos_rmse_mm']
     figures = matrix.summary([cell, cell])
     assert figures['passthrough']['worst_screen_rmse_px'] == pytest.approx(1.0)
     assert figures['passthrough']['takes_worse_than_raw'] == 0

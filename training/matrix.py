@@ -10,7 +10,10 @@ never used in training, tuning or model selection). Trackers: `optical_fine`,
 `optical`, `inside_out` (training-free presets). Rates: 25, 60, 240 Hz. Every method runs
 at its defaults through the one pipeline (`run_take`). The oracle is a fixed-gain
 alpha-beta filter whose gains (position and orientation apart) are chosen on each take's
-own truth: what an expert with the answer in hand could set. `<method>_optimised` rows:
+own truth: what an expert with the answer in hand could set. `lowpass_oracle` is its
+offline counterpart and no causal method's target: a zero-phase low-pass (run forwards and
+backwards over the whole take) whose cutoffs are chosen on the take's truth, a measure of
+how much of the error any smoothing can remove at all. `<method>_optimised` rows:
 a classical method with its parameters optimised on the learned models' training data
 and on the matrix's own loss (training/tune_classical.py --real; the fair baseline).
 
@@ -56,6 +59,8 @@ WORSE_MARGIN = 1e-6
 OPTIMISED_FILE = ROOT / 'training' / 'optimised_classical.json'
 # Gains the oracle chooses from (alpha of the alpha-beta filter; beta = alpha^2/(2-alpha)).
 ORACLE_ALPHAS = np.array([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.13, 0.08, 0.05, 0.03, 0.02])
+# Cutoffs (Hz) the offline low-pass oracle chooses from, below 0.45 x the rate, or none.
+LOWPASS_CUTOFFS_HZ = np.geomspace(0.3, 20.0, 19)
 
 
 def real_pieces(rate_hz, takes=REAL_TEST_TAKES):
@@ -65,12 +70,14 @@ def real_pieces(rate_hz, takes=REAL_TEST_TAKES):
     The recorded truth has gaps (the motion-capture system lost the rig for a few samples
     to 3 s, with glitches of several degrees beside them): a piece never spans one. Pieces are
     cut from the stretches between gaps, TRIM_S clear of them; a stretch's remainder of at
-    least MIN_PIECE_S is a piece too.
+    least MIN_PIECE_S is a piece too. A missing take raises FileNotFoundError: a matrix or
+    a training set without its real motion would look complete and not be.
     """
     for name in takes:
         path = REAL / name
         if not path.is_file():
-            continue
+            raise FileNotFoundError(f'{path}: real take not found (the real motion is read '
+                                    'from ../shared/data/real beside the repository)')
         truth = read_trajectory(path)
         q = quat.make_continuous(quat.normalize(truth.q))
         intervals = np.diff(truth.t)
@@ -136,6 +143,26 @@ def oracle(t, noisy_p, noisy_q, truth_p, truth_q):
     return ps[int(np.argmin(p_err))], qs[int(np.argmin(q_err))]
 
 
+def lowpass_oracle(t, noisy_p, noisy_q, truth_p, truth_q):
+    """
+    Return the zero-phase low-pass estimate with the cutoffs best on this take's truth.
+
+    Second-order Butterworth run forwards and backwards (offline: it sees the whole take),
+    position and orientation cutoffs chosen apart from LOWPASS_CUTOFFS_HZ or no filter.
+    """
+    noisy_q = quat.make_continuous(noisy_q)
+    rate = 1.0 / np.median(np.diff(t))
+    ps, qs = [noisy_p], [noisy_q]
+    for cutoff in LOWPASS_CUTOFFS_HZ[LOWPASS_CUTOFFS_HZ < 0.45 * rate]:
+        sos = signal.butter(2, cutoff, fs=rate, output='sos')
+        ps.append(signal.sosfiltfilt(sos, noisy_p, axis=0))
+        q = signal.sosfiltfilt(sos, noisy_q, axis=0)
+        qs.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+    p = min(ps, key=lambda est: np.mean(np.sum((est - truth_p) ** 2, axis=1)))
+    q = min(qs, key=lambda est: np.mean(quat.angle_between(est, truth_q) ** 2))
+    return p, q
+
+
 def optimised_baselines():
     """Return {method: params} of the classical methods optimised on the learned models' data."""
     return json.loads(OPTIMISED_FILE.read_text()) if OPTIMISED_FILE.is_file() else {}
@@ -152,8 +179,9 @@ def run_cell(args):
         estimates[f'{method}_optimised'] = run_take(method, take.t, take.noisy_p,
                                                     take.noisy_q, params)
     estimates = {m: (r.p, r.q) for m, r in estimates.items()}
-    estimates['oracle'] = oracle(take.t, take.noisy_p, take.noisy_q, take.truth_p,
-                                 take.truth_q)
+    for reference in (oracle, lowpass_oracle):
+        estimates[reference.__name__] = reference(take.t, take.noisy_p, take.noisy_q,
+                                                  take.truth_p, take.truth_q)
     estimates['raw'] = take.noisy_p, take.noisy_q
     rows = {}
     for method, (p, q) in estimates.items():
@@ -268,7 +296,8 @@ def record_in_model_cards(figures, cells):
     """Write the learned models' matrix figures, and the baselines', into their model cards."""
     baselines = {m: {k: figures[m][k] for k in ('geomean_screen', 'worst_screen_rmse_px',
                                                 'geomean_still')}
-                 for m in ('kalman', 'kalman_optimised', 'oracle') if m in figures}
+                 for m in ('kalman', 'kalman_optimised', 'oracle', 'lowpass_oracle')
+                 if m in figures}
     for method in ('hybrid', 'lstm'):
         path = ROOT / 'models' / method / 'model_card.json'
         if method not in figures or not path.is_file():
@@ -302,7 +331,9 @@ def main(argv=None):
             f'{len(results)} cells ({len(SCENARIOS)} simulated scenarios and {pieces} pieces '
             f'of real motion x trackers {", ".join(TRACKERS)} x {rates} Hz). Ratios are '
             "the method's figure over the raw input's on the same cell; the oracle is a "
-            "fixed-gain alpha-beta filter tuned on each cell's truth; a `_optimised` row is "
+            "fixed-gain alpha-beta filter tuned on each cell's truth, `lowpass_oracle` its "
+            'offline counterpart (a zero-phase low-pass tuned on the truth: how much of the '
+            'error any smoothing can remove, not a causal target); a `_optimised` row is '
             "a classical method optimised on the learned models' training data and on this "
             'loss (`training/tune_classical.py --real`), and the real pieces are held out of '
             'all training and tuning (`training/splits.py`). The real pieces never span '
