@@ -2,7 +2,8 @@
 Tests of the learned smoothers `lstm` and `hybrid`.
 
 Covered: NumPy runtime against Keras, model loading and its failures, the bounds on what a
-network can do (hybrid between measurement and prediction, lstm within its sigma cap),
+network can do (hybrid in the triangle of the measurement and two predictions, lstm
+within its sigma cap),
 non-finite outputs, invariance, smooth() vs update().
 """
 import json
@@ -12,7 +13,7 @@ import zipfile
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import POS, ROT
+from camstab_ros.core.kalman import POS
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.simulation import simulate, TrackerNoise
 from camstab_ros.core.smoother import stack
@@ -77,37 +78,50 @@ def test_runtime_never_imports_tensorflow():
 @pytest.mark.parametrize('method', METHODS)
 def test_numpy_runtime_matches_keras_within_1e4(method):
     keras = pytest.importorskip('tf_keras')
-    from training.train import build_keras_model
+    import tensorflow as tf
+    from training import dataset
+    from training.train import build_keras_model, network_parts
     model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
-    arch = model.card['architecture']
-    keras_model = build_keras_model(keras, arch['input_size'], arch['lstm_units'],
-                                    arch['output_size'])
-    with np.load(model.path / model.card['weights']['file']) as npz:
-        for layer in keras_model.layers:
-            if layer.name.startswith('lstm_'):
-                layer.set_weights([npz[f'{layer.name}/{n}'] for n in
-                                   ('kernel', 'recurrent_kernel', 'bias')])
-            elif layer.name == 'dense':
-                layer.set_weights([npz['dense/kernel'], npz['dense/bias']])
-    # Real features of a take with outliers and dropouts, normalised as at run time.
+    card = model.card
+    arch = card['architecture']
+    # Real inputs of a take with outliers and dropouts, normalised as at run time.
     take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
                                                              dropout_rate=0.02))
-    record = learned_features.kalman_pass(lstm_model.kalman_params(model.card), take.t,
-                                          take.noisy_p, take.noisy_q)
-    if method == 'hybrid':
-        features = learned_features.hybrid_features(record)
-    else:
-        features = learned_features.lstm_features(take.t, take.noisy_p, take.noisy_q, record)
-    x = model.normalize(features)
+    inputs, _ = dataset.take_arrays(method, take, lstm_model.kalman_params(card))
+    first = len(learned_features.FEATURES[method])
+    x = inputs.copy()
+    x[:, :first] = model.normalize(inputs[:, :first])
+    keras_model = build_keras_model(keras, tf, method, x.shape[1], arch['lstm_units'],
+                                    arch['output_size'])
+    with np.load(model.path / card['weights']['file']) as npz:
+        for part, name in network_parts(keras_model):
+            names = ('kernel', 'recurrent_kernel', 'bias') if name.startswith('lstm_') else (
+                'kernel', 'bias')
+            part.set_weights([npz[f'{name}/{n}'] for n in names])
     expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
-    batched = model.network.run(x[None])[0]
-    state = model.network.initial_state()
-    streamed = []
-    for row in x:
-        out, state = model.network.step(row, state)
-        streamed.append(out)
-    assert np.max(np.abs(batched - expected)) < 1e-4
-    assert np.max(np.abs(np.array(streamed) - expected)) < 1e-4
+    if method == 'lstm':
+        batched = model.network.run(x[None])[0]
+        state = model.network.initial_state()
+        streamed = []
+        for row in x:
+            out, state = model.network.step(row, state)
+            streamed.append(out)
+        assert np.max(np.abs(batched - expected)) < 1e-4
+        assert np.max(np.abs(np.array(streamed) - expected)) < 1e-4
+        return
+    # The hybrid's cell outputs the estimate's offset from the measurement (body frame):
+    # compare it, in measured sigmas, with what the runtime emits, batched and streamed.
+    smoother = make_smoother(method)
+    z_q = quat.make_continuous(quat.normalize(take.noisy_q))
+    sigma = np.repeat(inputs[:, first + 16:first + 18], 3, axis=1)
+    for p, q in (smoother.smooth(take.t, take.noisy_p, take.noisy_q)[1:],
+                 _streamed(smoother, take.t, take.noisy_p, take.noisy_q)[1:]):
+        body = learned_features.rotate(learned_features.columns(z_q),
+                                       learned_features.columns(p - take.noisy_p), inverse=True)
+        offset = np.column_stack([np.column_stack(body),
+                                  quat.log_map(quat.multiply(quat.conjugate(z_q), q))])
+        assert np.max(np.abs(offset - expected) / sigma) < 1e-4
+        smoother.reset()
 
 
 @pytest.mark.parametrize('method', METHODS)
@@ -313,39 +327,48 @@ def test_hybrid_runs_the_kalman_configuration_of_its_card_not_the_kalman_default
     assert np.allclose(smoother._kf.x[POS, 0], expected.position[1])
 
 
-@pytest.mark.parametrize('bias', [1e6, -1e6, 0.0])
-def test_hybrid_output_lies_between_the_measurement_and_the_prediction(bias):
-    # Whatever the network says (here: gone wild, each way), the estimate moves from the
-    # measurement towards the prediction, never past it and never more than HOLD_CAP_SIGMA
-    # measured sigmas; hold 1 - K is plain Kalman.
+@pytest.mark.parametrize('choice', ['measurement', 'own', 'kalman', 'network'])
+def test_hybrid_output_lies_in_the_triangle_of_measurement_and_predictions(choice):
+    # Whatever the network says (here: gone wild, each way, or as trained), the estimate is
+    # a weighted mean of the measurement, the own filter's prediction (the previous estimate
+    # moved on by the Kalman filter's velocity) and the Kalman filter's prediction, and never
+    # more than HOLD_CAP_SIGMA measured sigmas from the measurement. Recomputed here from
+    # the emitted estimates and the Kalman pass alone.
     take = _take('handheld', seconds=4.0, noise=TrackerNoise(spike_rate_hz=1.0))
     smoother = make_smoother('hybrid')
-    smoother.model.network.dense_b[:] = bias
+    wild = {'measurement': [-1e6] * 4, 'own': [1e6, -1e6] * 2, 'kalman': [-1e6, 1e6] * 2}
+    if choice in wild:
+        smoother.model.network.dense_b[:] = wild[choice]
     _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
     record = _kalman_stage(smoother, take)
-    y = record.innovation
     z_p, z_q = take.noisy_p, quat.make_continuous(take.noisy_q)
-    shift = p - z_p
-    along = -np.sum(shift * y[:, POS], axis=1)
-    size = np.sum(y[:, POS] ** 2, axis=1)
-    assert np.all(along >= -1e-15) and np.all(along <= size + 1e-15)
-    assert np.allclose(np.linalg.norm(shift, axis=1) ** 2 * size, along ** 2, rtol=1e-6,
-                       atol=1e-24)  # on the line from measurement to prediction
-    turn = quat.angle_between(q, z_q)
-    assert np.all(turn <= np.linalg.norm(y[:, ROT], axis=1) + 1e-12)
+    # Frames whose own filter runs on from the previous estimate.
+    steady = ~record.group_restarted[1:, POS] & ~record.passed[:-1, POS]
+    own = (p[:-1] + record.velocity[:-1] * record.dt[1:, None] - z_p[1:])[steady]
+    kalman = -record.innovation[1:, POS][steady]
+    shift = (p - z_p)[1:][steady]
     cap = learned_features.HOLD_CAP_SIGMA
-    assert np.all(np.linalg.norm(shift, axis=1) <= cap * record.sigma[:, 0] * (1 + 1e-9))
-    assert np.all(turn <= cap * record.sigma[:, 1] * (1 + 1e-9) + 1e-12)
-    limit = learned_features.hold_limit(y, record.sigma)
-    if bias < 0:
-        assert np.allclose(p, z_p, atol=1e-12)  # hold 0: the raw measurement
-    elif bias > 0:
-        # Hold 1 (the prediction) wherever the prediction is within the cap.
-        assert np.allclose(shift, -limit[:, :1] * y[:, POS], atol=1e-12)
-        assert np.any(limit[:, 0] == 1.0) and np.any(limit[:, 0] < 1.0)
-    kalman = learned_features.hybrid_apply(z_p, z_q, y, 1.0 - record.gain)
-    moved = np.any(y[:, POS] != 0.0, axis=1)
-    assert np.allclose(kalman[0][moved], record.position[moved], atol=1e-12)
+    sigma = record.sigma[1:][steady]
+    assert np.all(np.linalg.norm(shift, axis=1) <= cap * sigma[:, 0] * (1 + 1e-9))
+    assert np.all(quat.angle_between(q, z_q) <= cap * record.sigma[:, 1] * (1 + 1e-9) + 1e-12)
+    assert np.all((p == z_p)[record.group_restarted[:, POS]])
+    if choice == 'measurement':
+        assert np.allclose(p, z_p, atol=1e-12)
+        return
+    if choice in ('own', 'kalman'):
+        target = own if choice == 'own' else kalman
+        within = np.linalg.norm(target, axis=1) <= cap * sigma[:, 0]
+        assert np.any(within) and np.any(~within)
+        assert np.allclose(shift[within], target[within], atol=1e-12)
+        return
+    # shift = a own + b kalman with a, b >= 0 and a + b <= 1: solved where well posed.
+    basis = np.stack([own, kalman], axis=2)
+    well = np.linalg.cond(basis) < 1e3
+    coef = np.einsum('nij,nj->ni', np.linalg.pinv(basis[well]), shift[well])
+    assert np.count_nonzero(well) > len(shift) // 2
+    assert np.allclose(np.einsum('nij,nj->ni', basis[well], coef), shift[well], atol=1e-12)
+    assert np.all(coef >= -1e-6) and np.all(coef.sum(axis=1) <= 1 + 1e-6)
+    assert np.any(coef.sum(axis=1) > 0.05)  # the trained network does move estimates
 
 
 def test_lstm_moves_a_measurement_at_most_its_cap_in_measured_sigmas():

@@ -2,6 +2,7 @@
 import json
 
 from camstab_ros.core import learned_features, lstm_model
+from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import simulate, TrackerNoise
@@ -51,15 +52,20 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
     from training import dataset, train
     take = simulate('handheld', seconds=6.0, rate_hz=60.0, seed=4,
                     noise=TrackerNoise(pos_sigma_m=0.002, rot_sigma_deg=0.05))
-    features, loss = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
+    features, error = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
     m = train.screen_matrix()
-    error, innovation = loss[:, :6], loss[:, 6:12]
     record = learned_features.kalman_pass(train.STAGE_KALMAN, take.t, take.noisy_p,
                                           take.noisy_q)
+    z_q = quat.make_continuous(quat.normalize(take.noisy_q))
+    offset = learned_features.kalman_offset(take.noisy_p, z_q, record.position,
+                                            record.output_q)
+    body = learned_features.rotate(learned_features.columns(z_q),
+                                   learned_features.columns(offset[:, :3]), inverse=True)
+    kalman_error = error + np.column_stack([np.column_stack(body), offset[:, 3:]])
     for estimate, (p, q) in ((error, (take.noisy_p, take.noisy_q)),
-                             (error - np.repeat(1.0 - record.gain, 3, axis=1) * innovation,
-                              (record.position, record.output_q))):
+                             (kalman_error, (record.position, record.output_q))):
         linear = np.sqrt(np.mean(np.einsum('ti,ij,tj->t', estimate, m, estimate)))
         exact = error_metrics(take.t, p, q, take.truth_p, take.truth_q)['screen_rmse_px']
         assert linear == pytest.approx(exact, rel=0.01)
-    assert features.shape == (len(take.t), len(learned_features.HYBRID_FEATURES))
+    assert features.shape == (len(take.t),
+                              len(learned_features.HYBRID_FEATURES) + dataset.RECURSION_COLUMNS)

@@ -18,8 +18,9 @@ TRACKERS = ('optical_fine', 'optical', 'inside_out')
 RATES_HZ = (60.0, 240.0)
 METHODS = ('kalman', 'fixed_lag', 'one_euro')
 # The shipped learned models: bounded, trained on every kind of tracker (issue 11); their
-# worst cell on the tracker matrix (README) is 1.02x raw (hybrid) and 1.10x (lstm).
-LEARNED_WORST = {'hybrid': 1.05, 'lstm': 1.15}
+# worst cell on the tracker matrix (README; real handheld motion and 25 Hz included) is
+# 1.015x raw (hybrid) and 1.10x (lstm).
+LEARNED_WORST = {'hybrid': 1.02, 'lstm': 1.15}
 RATIOS = ('screen_rmse_px', 'pos_rmse_mm', 'rot_rmse_deg')
 # Moves with holds (the still-jitter rule) and without a walking operator.
 STAGE_MOVES = ('locked_off', 'pan', 'tilt', 'dolly', 'crane', 'whip_pan')
@@ -91,11 +92,14 @@ def test_learned_methods_stay_within_a_few_percent_of_raw_on_every_cell(figures,
     assert worst <= LEARNED_WORST[method]
 
 
-@pytest.mark.xfail(reason='known miss: the learned methods are up to 2% (hybrid) and 10% '
-                          '(lstm) worse than raw on a few cells (README, tracker matrix)',
-                   strict=True)
-@pytest.mark.parametrize('method', sorted(LEARNED_WORST))
+@pytest.mark.parametrize('method', [
+    'hybrid',
+    pytest.param('lstm', marks=pytest.mark.xfail(
+        reason='known miss: lstm is up to 10% worse than raw on a few cells (README, tracker '
+               'matrix)', strict=True))])
 def test_learned_methods_do_no_harm_on_any_cell(figures, method):
+    # These cells: simulated moves at 60 and 240 Hz. On the matrix's real handheld takes
+    # and at 25 Hz hybrid is up to 1.5% worse than raw on a few cells (README).
     worse = {cell[:3]: r for cell, r in figures.items()
              if cell[3] == method and max(r[k] for k in RATIOS) > 1.0}
     assert not worse

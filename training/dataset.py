@@ -13,8 +13,9 @@ deg in total, white or partly to mostly coloured (AR(1) wandering over 0.1-1 s),
 spikes, dropouts, stamp jitter, drift and FreeD quantisation in some takes.
 
 Each take becomes the features of the runtime (camstab_ros.core.learned_features, run
-through the model's Kalman stage) and what the loss needs: the measurement's error and
-the filter's innovation (hybrid) or the measured sigmas (lstm), all in the body frame.
+through the model's Kalman stage), for `hybrid` followed by what its own filter's
+recursion reads (RECURSION_COLUMNS), and what the loss needs: the measurement's error in
+the body frame and, for `lstm`, the measured sigmas per axis.
 """
 from concurrent.futures import ProcessPoolExecutor
 import math
@@ -39,9 +40,12 @@ NOISE_RANGE_M = (2e-5, 5e-3)
 # does not start the take only warm up the LSTM state (no loss).
 WINDOW_FRAMES = 256
 BURN_IN_FRAMES = 48
-# Loss arrays per frame: the measurement's error (6), the innovation (hybrid) or the
-# sigmas per axis (lstm) (6), the largest hold per group (hybrid; 1 for lstm) (2).
-LOSS_COLUMNS = 14
+# What the hybrid's recursion reads per frame after the Kalman features: the predicted
+# minus measured step (6), the Kalman innovation (6), the measurement's quaternion (4),
+# the measured sigmas (2), and per group whether the Kalman filter passed the measurement
+# through (2) or restarted (2, passed included): learned_features.hybrid_motion and
+# hybrid_hold.
+RECURSION_COLUMNS = 22
 
 
 def random_tracker(rng):
@@ -105,18 +109,23 @@ def make_take(seed, real=True):
 
 
 def take_arrays(method, take, kalman_params):
-    """Return (features (N, F), loss arrays (N, LOSS_COLUMNS)) of a noisy take."""
+    """
+    Return (inputs (N, F), loss arrays (N, L)) of a noisy take.
+
+    hybrid: inputs = the Kalman features and RECURSION_COLUMNS, loss = the measurement's
+    error (6); lstm: inputs = its features, loss = the error and the sigmas per axis (6).
+    """
     p, q = take.noisy_p, quat.make_continuous(quat.normalize(take.noisy_q))
     record = lf.kalman_pass(kalman_params, take.t, p, q)
     error = lf.measurement_error(p, q, take.truth_p, take.truth_q)
     if method == 'hybrid':
-        limit = lf.hold_limit(record.innovation, record.sigma)
-        return lf.hybrid_features(record), np.hstack([error, lf.body_innovation(
-            q, record.innovation), limit])
+        return np.hstack([lf.hybrid_features(record), lf.hybrid_motion(p, q, record),
+                          record.innovation.reshape(-1, 6), q, record.sigma, record.passed,
+                          record.group_restarted]), error
     features = lf.lstm_features(take.t, p, q, record)
     # Started frames get no correction at run time: a zero sigma there says so.
     sigma = np.repeat(record.sigma, 3, axis=1) * (features[:, -1:] == 0.0)
-    return features, np.hstack([error, sigma, np.ones((len(sigma), 2))])
+    return features, np.hstack([error, sigma])
 
 
 def _seed_arrays(args):
@@ -161,14 +170,15 @@ def normalisation(x, weight, method):
     Return the feature (mean, std) of training windows.
 
     Robust: half the 16-84 percentile range (outliers in the stream do not inflate it);
-    zero mean for the sign-symmetric quantities; the restart flag is left as is.
+    zero mean for the sign-symmetric quantities; the restart flag is left as is. Only the
+    features are normalised, not the hybrid's recursion inputs after them.
     """
     used = weight.reshape(-1) > 0
-    f = x.reshape(-1, x.shape[-1])[used]
+    names = [name for name, _ in lf.FEATURES[method]]
+    f = x.reshape(-1, x.shape[-1])[used][:, :len(names)]
     low, high = np.percentile(f, [16, 84], axis=0)
     std = np.maximum((high - low) / 2.0, 1e-3)
     mean = np.zeros(f.shape[1])
-    names = [name for name, _ in lf.FEATURES[method]]
     for k, name in enumerate(names):
         if name.startswith('gain') or name == 'log2_interval':
             mean[k] = np.median(f[:, k])

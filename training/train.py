@@ -57,13 +57,77 @@ def set_seeds(seed):
     tf.random.set_seed(seed)
 
 
-def build_keras_model(keras, input_size, units, output_size):
+def build_keras_model(keras, tf, method, input_size, units, output_size):
+    """
+    Return the Keras model of a method: stacked LSTMs and a dense layer.
+
+    The hybrid's inputs are its features and then dataset.RECURSION_COLUMNS: the network
+    sees the features, and its output steers the hybrid's own filter (`HybridFilter`),
+    whose offsets from the measurement (body frame, 6) are the model's output.
+    """
     inputs = keras.Input((None, input_size))
-    x = inputs
+    features = len(learned_features.FEATURES[method])
+    x = inputs[..., :features] if method == 'hybrid' else inputs
     for k, n in enumerate(units):
         x = keras.layers.LSTM(n, return_sequences=True, name=f'lstm_{k}')(x)
     outputs = keras.layers.Dense(output_size, name='dense')(x)
+    if method == 'hybrid':
+        steered = keras.layers.Concatenate()([outputs, inputs[..., features:]])
+        outputs = keras.layers.RNN(hybrid_filter(keras, tf), return_sequences=True,
+                                   name='hybrid_filter')(steered)
     return keras.Model(inputs, outputs)
+
+
+def rotate_tf(tf, q, v, inverse=False):
+    """learned_features.rotate on tensors: q (B, 4), v (B, 3) -> R(q) v or R(q)^T v."""
+    sign = -1.0 if inverse else 1.0
+    qx, qy, qz, qw = sign * q[:, 0], sign * q[:, 1], sign * q[:, 2], q[:, 3]
+    vx, vy, vz = v[:, 0], v[:, 1], v[:, 2]
+    cx = qy * vz - qz * vy
+    cy = qz * vx - qx * vz
+    cz = qx * vy - qy * vx
+    return tf.stack([vx + 2.0 * (qw * cx + qy * cz - qz * cy),
+                     vy + 2.0 * (qw * cy + qz * cx - qx * cz),
+                     vz + 2.0 * (qw * cz + qx * cy - qy * cx)], axis=1)
+
+
+def hybrid_filter(keras, tf):
+    """
+    Return the Keras cell of the hybrid's own filter: learned_features.hybrid_hold.
+
+    Per step it reads the network output (2) and dataset.RECURSION_COLUMNS, carries the
+    state d (6) and outputs the estimate's offset from the measurement in the body frame.
+    Training runs through this recursion.
+    """
+    cap = learned_features.HOLD_CAP_SIGMA
+
+    class HybridFilter(keras.layers.Layer):
+        state_size = [6]
+        output_size = 6
+
+        def call(self, inputs, states):
+            logit, motion, innovation = inputs[:, :4], inputs[:, 4:10], inputs[:, 10:16]
+            q, sigma = inputs[:, 16:20], inputs[:, 20:22]
+            passed = tf.repeat(inputs[:, 22:24], 3, axis=1)
+            restarted = tf.repeat(inputs[:, 24:26], 3, axis=1)
+            e = states[0] + motion
+            # Per group softmax over (measurement 0, own, kalman): (B, 2 groups, 3).
+            logits = tf.reshape(logit, (-1, 2, 2))
+            weights = tf.nn.softmax(tf.concat([tf.zeros_like(logits[:, :, :1]), logits],
+                                              axis=2), axis=2)
+            own = tf.repeat(weights[:, :, 1], 3, axis=1)
+            kalman = tf.repeat(weights[:, :, 2], 3, axis=1)
+            moved = own * e - kalman * innovation
+            size = tf.sqrt(tf.reduce_sum(tf.reshape(moved * moved, (-1, 2, 3)), axis=2)
+                           + 1e-30) / sigma
+            scale = tf.repeat(cap / tf.maximum(size, cap), 3, axis=1)
+            offset = (1.0 - restarted) * moved * scale
+            carry = passed * e + offset
+            body = tf.concat([rotate_tf(tf, q, offset[:, :3], inverse=True), offset[:, 3:]],
+                             axis=1)
+            return body, [carry]
+
+    return HybridFilter(name='hybrid_cell')
 
 
 def screen_matrix(view=DEFAULT_VIEW, step=1e-6):
@@ -89,9 +153,9 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
     """
     Return the loss on what the audience sees (see HARM_WEIGHT), per window then averaged.
 
-    y_true packs the loss arrays of dataset.take_arrays (the measurement's error, the
-    innovation or the sigmas, the largest holds) and a weight; y_pred is the network's
-    linear output.
+    y_true packs the loss arrays of dataset.take_arrays (the measurement's error; for
+    `lstm` the sigmas per axis) and a weight; y_pred is the hybrid's offset from the
+    measurement (body frame) or the lstm network's linear output.
     """
     m = tf.constant(screen_matrix(), dtype=tf.float32)
 
@@ -103,12 +167,11 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
     rotation = tf.constant(np.diag([0.0] * 3 + [1.0] * 3), dtype=tf.float32)
 
     def loss(y_true, y_pred):
-        error, aux, weight = y_true[..., :6], y_true[..., 6:12], y_true[..., 14]
+        error, weight = y_true[..., :6], y_true[..., -1]
         if method == 'hybrid':
-            hold = tf.repeat(tf.minimum(tf.sigmoid(y_pred), y_true[..., 12:14]), 3, axis=-1)
-            estimate = error - hold * aux
+            estimate = error + y_pred
         else:
-            estimate = error + learned_features.CAP_SIGMA * tf.tanh(y_pred) * aux
+            estimate = error + learned_features.CAP_SIGMA * tf.tanh(y_pred) * y_true[..., 6:12]
         pair = weight[:, 1:] * weight[:, :-1]
         level = tf.math.log(energy(estimate, weight) / energy(error, weight))
         shake = tf.math.log(energy(estimate[:, 1:] - estimate[:, :-1], pair)
@@ -120,18 +183,24 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
     return loss
 
 
+def network_parts(keras_model):
+    """Yield (Keras layer, weights name) of each LSTM and the dense layer."""
+    for layer in keras_model.layers:
+        if layer.name.startswith('lstm_') or layer.name == 'dense':
+            yield layer, layer.name
+
+
 def export(keras_model, out, card):
     """Write weights.npz and model_card.json (with the weights' sha256) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
-    for layer in keras_model.layers:
-        if layer.name.startswith('lstm_'):
-            kernel, recurrent, bias = layer.get_weights()
-            arrays.update({f'{layer.name}/kernel': kernel,
-                           f'{layer.name}/recurrent_kernel': recurrent,
-                           f'{layer.name}/bias': bias})
-        elif layer.name == 'dense':
-            kernel, bias = layer.get_weights()
+    for part, name in network_parts(keras_model):
+        if name.startswith('lstm_'):
+            kernel, recurrent, bias = part.get_weights()
+            arrays.update({f'{name}/kernel': kernel, f'{name}/recurrent_kernel': recurrent,
+                           f'{name}/bias': bias})
+        else:
+            kernel, bias = part.get_weights()
             arrays.update({'dense/kernel': kernel, 'dense/bias': bias})
     weights = out / 'weights.npz'
     np.savez_compressed(weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
@@ -214,9 +283,14 @@ def main(argv=None):
     vx, vy, vw, val_poses = dataset.build(args.model, val_seeds, kalman, real=False)
     mean, std = dataset.normalisation(x, w, args.model)
 
+    # Only the features are normalised (not the hybrid's recursion inputs after them).
+    measured = len(mean)
+
     def prepare(features, loss_arrays, weight):
-        z = np.clip((features - mean) / std, -learned_features.FEATURE_CLIP,
-                    learned_features.FEATURE_CLIP)
+        z = features.copy()
+        z[..., :measured] = np.clip((features[..., :measured] - mean[:measured])
+                                    / std[:measured], -learned_features.FEATURE_CLIP,
+                                    learned_features.FEATURE_CLIP)
         return (z.astype(np.float32),
                 np.concatenate([loss_arrays, weight[..., None]], -1).astype(np.float32))
     x, y = prepare(x, y, w)
@@ -226,7 +300,7 @@ def main(argv=None):
           f'({val_poses} poses) of {args.window} frames in {data_s:.0f} s', flush=True)
 
     outputs = learned_features.OUTPUTS[args.model]
-    model = build_keras_model(keras, x.shape[-1], units, len(outputs))
+    model = build_keras_model(keras, tf, args.model, x.shape[-1], units, len(outputs))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=1.0),
                   loss=make_loss(tf, args.model, args.jitter_weight, args.harm_weight))
     model.summary()

@@ -130,7 +130,8 @@ class PoseKalmanFilter:
     the orientation error (0 after folding), `P` (2, n, n) their shared per-axis
     covariances and `q` the filtered orientation (x, y, z, w tuple). For the backward pass
     it also keeps the step's transition `F`, predicted covariance `P_pred`, `increment`
-    (filtered minus predicted state) and `restarted` (per group: a new segment starts).
+    (filtered minus predicted state), `restarted` (per group: a new segment starts) and
+    `passed` (per group: the measurement went out as measured while the state coasts).
     `F` is None after a full (re)start. `position` and `output_q` are the estimate to
     emit: the state, or the measurement of a group passed through. `innovation` (2, 3)
     is the measurement minus the prediction (position in the world frame, orientation in
@@ -302,6 +303,7 @@ class PoseKalmanFilter:
         self.F, self.P_pred, self.increment = F, P_pred, increment
         # A passed-through frame stands alone: no smoothing links it to its neighbours.
         self.restarted = (anchor[POS] or passed[POS], anchor[ROT] or passed[ROT])
+        self.passed = (passed[POS], passed[ROT])
         for group in (POS, ROT):
             if self.restarted[group]:
                 y[group] = 0.0
@@ -350,6 +352,7 @@ class PoseKalmanFilter:
         self.spike_groups = [False, False]
         self.F = self.P_pred = self.increment = None
         self.restarted = (True, True)
+        self.passed = (False, False)
         self.innovation = np.zeros((2, 3))
         self.gain = np.ones(2)
         self._run = 0

@@ -5,17 +5,18 @@ Both run beside the Kalman filter of their model card, which measures the tracke
 noise, gates spikes and restarts after gaps; the networks see the stream in units of
 that measured noise (learned_features), so one model serves any tracker and rate, and
 neither can move a pose far:
-- `hybrid` steers the filter's output per group between the measurement and the
-  filter's prediction (a hold in [0, 1]; 1 - K is the plain Kalman estimate), never
-  further than HOLD_CAP_SIGMA measured sigmas from the measurement;
+- `hybrid` runs a filter of its own beside the Kalman filter, predicting with the Kalman
+  filter's velocity; per group the network weighs the measurement, the own prediction
+  and the Kalman prediction (the estimate, and the own filter's state, is their weighted
+  mean), never further than HOLD_CAP_SIGMA measured sigmas from the measurement;
 - `lstm` (the prototype's first model) moves the measurement by at most CAP_SIGMA
   measured sigmas per axis.
 
 `update()` runs one LSTM step per pose with the state carried (O(1) work). `smooth()`
-runs the Kalman pass pose by pose and the LSTM over the whole take as a batch of chunks
-of CHUNK_FRAMES, each started WARMUP_FRAMES early from a zero state: identical to
-`update()` (to rounding) for takes up to CHUNK_FRAMES long, and within a few hundredths
-of a sigma of it on longer takes (test_learned).
+runs the Kalman pass pose by pose and the network (with `hybrid`'s own filter) over the
+whole take as a batch of chunks of CHUNK_FRAMES, each started WARMUP_FRAMES early from a
+zero state: identical to `update()` (to rounding) for takes up to CHUNK_FRAMES long, and
+within a few hundredths of a sigma of it on longer takes (test_learned).
 
 A model that is missing, corrupt or incompatible raises ModelError naming the file; the
 smoother then logs a warning and runs the `kalman` method (current defaults) instead,
@@ -28,13 +29,13 @@ import math
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.kalman import Kalman, POS, PoseKalmanFilter, ROT
-from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hold_limit,
-                                               hybrid_apply, hybrid_features,
-                                               hybrid_pose_features, kalman_pass, lstm_apply,
-                                               lstm_features, lstm_pose_features, rotate,
-                                               sigmoid)
-from camstab_ros.core.lstm_model import (default_model_dir, kalman_params, load_model, ModelError,
-                                         run_chunked)
+from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hybrid_apply,
+                                               hybrid_features, hybrid_hold, hybrid_motion,
+                                               hybrid_pose_features, kalman_offset,
+                                               kalman_pass, lstm_apply, lstm_features,
+                                               lstm_pose_features, rotate)
+from camstab_ros.core.lstm_model import (chunked, chunks, default_model_dir, kalman_params,
+                                         load_model, ModelError, run_chunked, unchunked)
 from camstab_ros.core.params import ParamSpec
 from camstab_ros.core.smoother import Estimate, Smoother
 import numpy as np
@@ -97,10 +98,10 @@ class _LearnedSmoother(Smoother):
                         'reset)', self.name)
         self.nonfinite_outputs += count
 
-    def _network_step(self, features):
-        """Run one LSTM step on one pose's features; return its output, or None if non-finite."""
+    def _network_step(self, x):
+        """Run one LSTM step on one pose's input; return its output, or None if non-finite."""
         model = self.model
-        out, state = model.network.step(model.normalize(features), self._state)
+        out, state = model.network.step(x, self._state)
         if not np.all(np.isfinite(out)):
             self._count_nonfinite(1)
             self._state = model.network.initial_state()
@@ -144,34 +145,76 @@ class _LearnedSmoother(Smoother):
 
 class HybridSmoother(_LearnedSmoother):
     name = 'hybrid'
-    description = ('Kalman filter steered by an LSTM: per group, the output held between '
-                   'the measurement and the prediction (never beyond either)')
+    description = ('Kalman filter and a filter of its own, weighed by an LSTM: per group, '
+                   'the estimate a weighted mean of the measurement, the own and the Kalman '
+                   'prediction (never beyond them)')
+
+    def _reset(self):
+        super()._reset()
+        self._offset = [0.0] * 6     # the own filter's state d
+        self._motion_from = None     # previous measurement, Kalman velocity and body rate
 
     def _model_update(self, t, position, quaternion, previous_t):
+        # Scalar form of hybrid_motion and hybrid_hold (the per-pose hot path; test_learned
+        # holds it equal to the batched form of smooth()).
         kf = self._kf
         dt = 0.0 if previous_t is None else t - previous_t
-        out = self._network_step(hybrid_pose_features(kf, dt))
+        out = self._network_step(self.model.normalize(hybrid_pose_features(kf, dt)))
+        q = quaternion.tolist()
+        p = position.tolist()
+        d = self._offset
+        e = [0.0] * 6  # a full restart: both groups restart
+        if kf.F is not None:
+            p0, q0, velocity, rate = self._motion_from
+            step = quat.log_relative(q0, q)
+            e = [d[i] + velocity[i] * dt - (p[i] - p0[i]) for i in range(3)] + [
+                d[3 + i] + rate[i] * dt - step[i] for i in range(3)]
+        self._motion_from = (p, q, kf.x[POS, 1].tolist(), kf.x[ROT, 1].tolist())
         if out is None:
+            self._offset = kalman_offset(position[None], quaternion[None], kf.position[None],
+                                         np.array(kf.output_q)[None])[0].tolist()
             return Estimate(t, kf.position, np.array(kf.output_q))
-        y = kf.innovation
-        # Scalar form of sigmoid and hold_limit (the per-pose hot path).
-        hold_p, hold_r = (0.5 * (1.0 + math.tanh(0.5 * v)) for v in out)
-        size_p, size_r = (math.sqrt(float(g @ g)) / math.sqrt(v)
-                          for g, v in zip(y, kf.variance))
-        if size_p * hold_p > HOLD_CAP_SIGMA:
-            hold_p = HOLD_CAP_SIGMA / size_p
-        if size_r * hold_r > HOLD_CAP_SIGMA:
-            hold_r = HOLD_CAP_SIGMA / size_r
-        rot = (-hold_r * y[ROT]).tolist()
-        return Estimate(t, position - hold_p * y[POS],
-                        np.array(quat.compose_exp(quaternion.tolist(), rot)))
+        offset, carry = [0.0] * 6, [0.0] * 6
+        restarted, passed = kf.restarted, kf.passed
+        innovation = kf.innovation.tolist()
+        for group in (POS, ROT):
+            axes = slice(3 * group, 3 * group + 3)
+            if passed[group]:
+                carry[axes] = e[axes]
+            elif not restarted[group]:
+                a_own, a_kalman = out[2 * group], out[2 * group + 1]
+                top = max(0.0, a_own, a_kalman)
+                base, own, kalman = (math.exp(-top), math.exp(a_own - top),
+                                     math.exp(a_kalman - top))
+                total = base + own + kalman
+                own, kalman = own / total, kalman / total
+                moved = [own * v - kalman * y for v, y in zip(e[axes], innovation[group])]
+                size = math.sqrt(sum(v * v for v in moved)) / math.sqrt(kf.variance[group])
+                if size > HOLD_CAP_SIGMA:
+                    moved = [v * (HOLD_CAP_SIGMA / size) for v in moved]
+                offset[axes] = carry[axes] = moved
+        self._offset = carry
+        return Estimate(t, position + offset[:3], np.array(quat.compose_exp(q, offset[3:])))
 
     def _model_smooth(self, t, p, q, record):
-        out, bad = self._network_batch(hybrid_features(record))
-        hold = np.minimum(sigmoid(out), hold_limit(record.innovation, record.sigma))
-        out_p, out_q = hybrid_apply(p, q, record.innovation, hold)
-        out_p[bad], out_q[bad] = record.position[bad], record.output_q[bad]
-        return out_p, quat.make_continuous(out_q)
+        logit, bad = self._network_batch(hybrid_features(record))
+        # The own filter's recursion, over chunks (lstm_model.chunks) side by side.
+        spans = chunks(len(t))
+        motion = chunked(hybrid_motion(p, q, record), spans)
+        innovation = chunked(record.innovation.reshape(-1, 6), spans)
+        logit = chunked(logit, spans)
+        sigma = chunked(record.sigma, spans, fill=1.0)
+        passed = chunked(record.passed, spans)
+        restarted = chunked(record.group_restarted, spans, fill=True)
+        fallback = chunked(kalman_offset(p, q, record.position, record.output_q), spans)
+        bad = chunked(bad, spans)
+        offsets = np.zeros(motion.shape)
+        d = np.zeros((len(spans), 6))
+        for k in range(motion.shape[1]):
+            offsets[:, k], d = hybrid_hold(d, motion[:, k], innovation[:, k], logit[:, k],
+                                           sigma[:, k], passed[:, k], restarted[:, k])
+            offsets[bad[:, k], k] = d[bad[:, k]] = fallback[bad[:, k], k]
+        return hybrid_apply(p, q, unchunked(offsets, spans))
 
 
 class LstmSmoother(_LearnedSmoother):
@@ -184,7 +227,7 @@ class LstmSmoother(_LearnedSmoother):
         q = quaternion.tolist()
         features = lstm_pose_features(kf, t, position, q, self._previous)
         self._previous = (t, position, q)
-        out = self._network_step(features)
+        out = self._network_step(self.model.normalize(features))
         if out is None or features[-1]:
             return Estimate(t, position, quaternion)
         sigma_p, sigma_r = np.sqrt(kf.variance).tolist()

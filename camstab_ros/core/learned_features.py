@@ -6,12 +6,19 @@ tracker's noise, gates spikes and restarts after gaps) and see only quantities i
 of the tracker's measured noise sigma (the filter's R), in the camera's body frame: one
 model serves 0.02-5 mm trackers at 24-240 Hz, wherever the camera is.
 
-- `hybrid` steers the filter's output. Per group (position, orientation) it outputs a
-  hold h in [0, 1] (sigmoid) and the estimate is measurement - h * innovation: h = 0 is
-  the raw measurement, h = 1 the filter's prediction, h = 1 - K the plain Kalman
-  estimate. The output always lies between the prediction and the measurement, and
-  never further than HOLD_CAP_SIGMA measured sigmas from the measurement (`hold_limit`):
-  a move the filter did not predict (a whip pan's first frames) cannot be held back.
+- `hybrid` runs a filter of its own beside the Kalman filter. Its state is the
+  estimate's offset d from the measurement, and it predicts with the Kalman filter's
+  velocity (own prediction = previous estimate + velocity x dt). Per group (position,
+  orientation) the network weighs three candidates, softmax over (0, a_own, a_kalman):
+  the measurement, the own prediction and the Kalman filter's prediction. The estimate
+  is their weighted mean, so it always lies in the triangle they span, never further than
+  HOLD_CAP_SIGMA measured sigmas from the measurement (`hybrid_hold`: a move the filters
+  did not predict, like a whip pan's first frames, cannot be held back); it is the state
+  the next frame predicts from. On a hold the own prediction stays still through the
+  tracker's noise (the Kalman estimate alone cannot be smoother than its own gain allows);
+  in a move the Kalman prediction or the measurement take over. Where the Kalman filter
+  restarts a group the own filter restarts too; where it passes a suspect measurement
+  through, so does the own filter, whose state coasts on its prediction.
 - `lstm` (the prototype's first model) sees the raw measurement's frame-to-frame steps
   and may move the measurement by at most CAP_SIGMA sigmas per axis (CAP_SIGMA * tanh).
 
@@ -47,12 +54,13 @@ LSTM_FEATURES = (
     ('log2_interval', '1'), ('restarted', '1'))
 FEATURES = {'hybrid': HYBRID_FEATURES, 'lstm': LSTM_FEATURES}
 OUTPUTS = {
-    'hybrid': (('hold_position', '1'), ('hold_orientation', '1')),
+    'hybrid': (('own_position', '1'), ('kalman_position', '1'), ('own_orientation', '1'),
+               ('kalman_orientation', '1')),
     'lstm': (('correction_x', 'sigma'), ('correction_y', 'sigma'), ('correction_z', 'sigma'),
              ('correction_rx', 'sigma'), ('correction_ry', 'sigma'),
              ('correction_rz', 'sigma')),
 }
-ACTIVATIONS = {'hybrid': 'sigmoid', 'lstm': 'tanh'}
+ACTIVATIONS = {'hybrid': 'softmax over (0, own, kalman) per group', 'lstm': 'tanh'}
 FEATURE_DEFINITIONS = {
     'hybrid': ('The Kalman filter (card "kalman") is stepped on the measurement; sigma_p, '
                'sigma_r = sqrt of its measurement noise R per group. innovation = '
@@ -70,10 +78,16 @@ FEATURE_DEFINITIONS = {
              'Standardised (x - mean) / std, clipped to +-clip.'),
 }
 OUTPUT_DEFINITIONS = {
-    'hybrid': ('hold h = min(sigmoid(network output), HOLD_CAP_SIGMA / (|innovation| / '
-               f'sigma)) per group, HOLD_CAP_SIGMA = {HOLD_CAP_SIGMA:g}; estimate = '
-               'measurement - h x innovation (position: p - h y_p; orientation: q '
-               'exp(-h y_r)), between the measurement (h = 0) and the prediction (h = 1)'),
+    'hybrid': ('own filter: state d = estimate - measurement (position world m, orientation '
+               'body rad); e_k = d_(k-1) + (v dt - (p_k - p_(k-1)), w dt - log(q_(k-1)^-1 '
+               'q_k)) with the Kalman velocity v and body rate w of frame k-1 (first order in '
+               'the small angles); f_k = -(Kalman innovation); per group (w_m, w_own, w_k) = '
+               'softmax(0, a_own, a_kalman); offset = w_own e + w_k f, scaled down to '
+               f'HOLD_CAP_SIGMA = {HOLD_CAP_SIGMA:g} measured sigmas if beyond; d_k = offset; '
+               'estimate = (p_k + d_p, q_k exp(d_r)), in the triangle of the measurement, the '
+               'own and the Kalman prediction. A group the Kalman filter restarted: d = 0; '
+               'passed through: estimate = measurement, d_k = e_k (the state coasts). A '
+               'non-finite output: the Kalman estimate, d taken from it.'),
     'lstm': (f'correction c = {CAP_SIGMA:g} tanh(network output) per axis in sigmas; '
              'estimate = (p + R(q) c_p sigma_p, q exp(c_r sigma_r))'),
 }
@@ -122,7 +136,9 @@ class KalmanRecord:
         self.gain = np.empty((n, 2))
         self.sigma = np.empty((n, 2))         # m, rad
         self.dt = np.zeros(n)
-        self.restarted = np.zeros(n, dtype=bool)
+        self.restarted = np.zeros(n, dtype=bool)   # either group
+        self.group_restarted = np.zeros((n, 2), dtype=bool)
+        self.passed = np.zeros((n, 2), dtype=bool)
 
 
 def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
@@ -142,6 +158,8 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
         record.gain[k] = kf.gain
         record.sigma[k] = np.sqrt(kf.variance)
         record.restarted[k] = kf.restarted[0] or kf.restarted[1]
+        record.group_restarted[k] = kf.restarted
+        record.passed[k] = kf.passed
         if kf.F is not None:
             record.dt[k] = t[k] - t[k - 1]
     return record
@@ -210,31 +228,57 @@ def lstm_pose_features(kf, t, position, q, previous):
                      math.log2((t - t0) * REFERENCE_RATE_HZ), 0.0])
 
 
-def sigmoid(x):
-    """Return the logistic function of x (array), overflow-free."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=float)))
-
-
-def hold_limit(innovation, sigma):
+def hybrid_motion(p, q, record):
     """
-    Return the largest hold (N, 2) per group: HOLD_CAP_SIGMA over the innovation in sigmas.
+    Return the own filter's predicted minus measured step (N, 6) of each frame.
 
-    innovation (N, 2, 3) and sigma (N, 2) of a Kalman pass; 1 where the innovation is 0.
+    Position in the world frame (m): v_(k-1) dt - (p_k - p_(k-1)); orientation in the body
+    frame (rad): w_(k-1) dt - log(q_(k-1)^-1 q_k); 0 on the first frame.
     """
-    size = np.linalg.norm(innovation, axis=2) / sigma
-    with np.errstate(divide='ignore'):
-        return np.minimum(1.0, HOLD_CAP_SIGMA / size)
+    motion = np.zeros((len(p), 6))
+    dt = record.dt[1:, None]
+    motion[1:, :3] = record.velocity[:-1] * dt - np.diff(p, axis=0)
+    motion[1:, 3:] = record.rate[:-1] * dt - quat.log_map(
+        quat.multiply(quat.conjugate(q[:-1]), q[1:]))
+    return motion
 
 
-def hybrid_apply(p, q, innovation, hold):
+def hybrid_weights(logit):
+    """Return the weights (own, kalman) (..., 2) each of the network outputs (..., 4)."""
+    a = np.stack([np.zeros(logit.shape[:-1] + (2,)), logit[..., 0::2], logit[..., 1::2]])
+    a = np.exp(a - np.max(a, axis=0))
+    return a[1] / np.sum(a, axis=0), a[2] / np.sum(a, axis=0)
+
+
+def hybrid_hold(d, motion, innovation, logit, sigma, passed, restarted):
     """
-    Return the hybrid estimate (p (N, 3), q (N, 4)) of measurements p, q.
+    Step the hybrid's own filter: return the estimate's offset and the state carried on.
 
-    innovation: (N, 2, 3) of the Kalman pass; hold: (N, 2) in [0, 1], limited.
+    Both (..., 6), from the measurement (position world m, orientation body rad). d: the
+    carried state (..., 6); motion (..., 6) of `hybrid_motion`; innovation (..., 6): the
+    Kalman filter's; logit (..., 4): the network output; sigma (..., 2); passed and
+    restarted (..., 2): the Kalman filter's flags per group (restarted includes passed).
     """
-    out_p = p - hold[:, :1] * innovation[:, POS]
-    out_q = quat.multiply(q, quat.exp_map(-hold[:, 1:] * innovation[:, ROT]))
-    return out_p, quat.make_continuous(out_q)
+    e = d + motion
+    own, kalman = hybrid_weights(logit)
+    offset = np.repeat(own, 3, axis=-1) * e - np.repeat(kalman, 3, axis=-1) * innovation
+    size = np.linalg.norm(offset.reshape(offset.shape[:-1] + (2, 3)), axis=-1) / sigma
+    offset *= np.repeat(HOLD_CAP_SIGMA / np.maximum(size, HOLD_CAP_SIGMA), 3, axis=-1)
+    restarted3, passed3 = np.repeat(restarted, 3, axis=-1), np.repeat(passed, 3, axis=-1)
+    offset = np.where(restarted3, 0.0, offset)
+    return offset, np.where(passed3, e, offset)
+
+
+def hybrid_apply(p, q, offset):
+    """Return the hybrid estimate (p (N, 3), q (N, 4)): measurements moved by offset (N, 6)."""
+    out_q = quat.multiply(q, quat.exp_map(offset[:, 3:]))
+    return p + offset[:, :3], quat.make_continuous(out_q)
+
+
+def kalman_offset(p, q, kalman_p, kalman_q):
+    """Return the offset (N, 6) of the Kalman estimate from the measurement."""
+    rotation = quat.log_map(quat.multiply(quat.conjugate(q), kalman_q))
+    return np.column_stack([kalman_p - p, rotation])
 
 
 def lstm_apply(p, q, correction, sigma):
@@ -249,9 +293,3 @@ def measurement_error(p, q, truth_p, truth_q):
     position = rotate(columns(q), columns(p - truth_p), inverse=True)
     rotation = quat.log_map(quat.multiply(quat.conjugate(truth_q), q))
     return np.column_stack([np.column_stack(position), rotation])
-
-
-def body_innovation(q, innovation):
-    """Return the innovation (N, 6) in the body frame of the measurement (m, rad)."""
-    position = rotate(columns(q), columns(innovation[:, POS]), inverse=True)
-    return np.column_stack([np.column_stack(position), innovation[:, ROT]])

@@ -69,16 +69,16 @@ class LstmNetwork:
         return [(np.zeros(shape(n)), np.zeros(shape(n))) for n in self.units]
 
     def step(self, x, state):
-        """One time step: x (features,) -> (output (outputs,), new state)."""
+        """One time step: x (features,) or (batch, features) -> (output, new state)."""
         new_state = []
         for (_, _, b, wu), (h, c), scale, offset in zip(
                 self.layers, state, self._gate_scale, self._gate_offset):
             n = h.shape[-1]
-            z = np.concatenate([x, h]) @ wu
+            z = np.concatenate([x, h], axis=-1) @ wu
             z += b
             g = np.tanh(z * scale) * scale + offset
-            c = g[n:2 * n] * c + g[:n] * g[2 * n:3 * n]
-            x = g[3 * n:] * np.tanh(c)
+            c = g[..., n:2 * n] * c + g[..., :n] * g[..., 2 * n:3 * n]
+            x = g[..., 3 * n:] * np.tanh(c)
             new_state.append((x, c))
         return x @ self.dense_w + self.dense_b, new_state
 
@@ -118,29 +118,44 @@ class LstmNetwork:
         return x @ self.dense_w + self.dense_b
 
 
+def chunks(n):
+    """
+    Cut a sequence of n steps into chunks: return their (first, start, stop).
+
+    Each chunk's output covers [start, stop); it runs from a zero state at `first`, up to
+    WARMUP_FRAMES before `start`, and spans at most CHUNK_FRAMES + WARMUP_FRAMES steps.
+    """
+    if n <= CHUNK_FRAMES:
+        return [(0, 0, n)]
+    return [(max(s - WARMUP_FRAMES, 0), s, min(s + CHUNK_FRAMES, n))
+            for s in range(0, n, CHUNK_FRAMES)]
+
+
+def chunked(x, spans, fill=0.0):
+    """Return x (N, ...) cut into the chunks `spans` of `chunks()`: (chunks, span, ...)."""
+    size = max(stop - first for first, _, stop in spans)
+    batch = np.full((len(spans), size) + x.shape[1:], fill, dtype=x.dtype)
+    for i, (first, _, stop) in enumerate(spans):
+        batch[i, :stop - first] = x[first:stop]
+    return batch
+
+
+def unchunked(y, spans):
+    """Return the outputs (N, ...) of chunked outputs y (chunks, span, ...)."""
+    out = np.empty((spans[-1][2],) + y.shape[2:])
+    for i, (first, start, stop) in enumerate(spans):
+        out[start:stop] = y[i, start - first:stop - first]
+    return out
+
+
 def run_chunked(network, x):
     """
     Return the network outputs (N, outputs) for one long sequence x (N, features).
 
     Chunks of CHUNK_FRAMES run as one batch, each from a zero state WARMUP_FRAMES earlier.
     """
-    n = len(x)
-    if n <= CHUNK_FRAMES:
-        return network.run(x[None])[0]
-    starts = np.arange(0, n, CHUNK_FRAMES)
-    span = CHUNK_FRAMES + WARMUP_FRAMES
-    batch = np.zeros((len(starts), span, x.shape[1]))
-    for i, s in enumerate(starts):
-        lo = max(s - WARMUP_FRAMES, 0)
-        piece = x[lo:s + CHUNK_FRAMES]
-        batch[i, :len(piece)] = piece
-    y = network.run(batch)
-    out = np.empty((n, y.shape[2]))
-    for i, s in enumerate(starts):
-        skip = s - max(s - WARMUP_FRAMES, 0)
-        stop = min(s + CHUNK_FRAMES, n)
-        out[s:stop] = y[i, skip:skip + stop - s]
-    return out
+    spans = chunks(len(x))
+    return unchunked(network.run(chunked(x, spans)), spans)
 
 
 def sha256_of(path):
@@ -176,9 +191,10 @@ class LearnedModel:
         self.feature_clip = float(features['clip'])
         self._inverse_std = 1.0 / self.feature_std
 
-    def normalize(self, features):
-        """Standardised, clipped network input of features (..., F)."""
-        z = (features - self.feature_mean) * self._inverse_std
+    def normalize(self, features, first=0):
+        """Standardised, clipped network input of features (..., F) from feature `first` on."""
+        stop = first + features.shape[-1]
+        z = (features - self.feature_mean[first:stop]) * self._inverse_std[first:stop]
         return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
 
 
