@@ -44,7 +44,7 @@ BURN_IN_FRAMES = 48
 # minus measured step (6), the Kalman innovation (6), the measurement's quaternion (4),
 # the measured sigmas (2), and per group whether the Kalman filter passed the measurement
 # through (2) or restarted (2, passed included): learned_features.hybrid_motion and
-# hybrid_hold.
+# hybrid_step.
 RECURSION_COLUMNS = 22
 
 

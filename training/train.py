@@ -93,9 +93,9 @@ def rotate_tf(tf, q, v, inverse=False):
 
 def hybrid_filter(keras, tf):
     """
-    Return the Keras cell of the hybrid's own filter: learned_features.hybrid_hold.
+    Return the Keras cell of the hybrid's own filter: learned_features.hybrid_step.
 
-    Per step it reads the network output (2) and dataset.RECURSION_COLUMNS, carries the
+    Per step it reads the network output (4) and dataset.RECURSION_COLUMNS, carries the
     state d (6) and outputs the estimate's offset from the measurement in the body frame.
     Training runs through this recursion.
     """

@@ -7,8 +7,9 @@ that measured noise (learned_features), so one model serves any tracker and rate
 neither can move a pose far:
 - `hybrid` runs a filter of its own beside the Kalman filter, predicting with the Kalman
   filter's velocity; per group the network weighs the measurement, the own prediction
-  and the Kalman prediction (the estimate, and the own filter's state, is their weighted
-  mean), never further than HOLD_CAP_SIGMA measured sigmas from the measurement;
+  and the Kalman prediction (the estimate is their weighted mean, and the own filter's
+  next state unless the measurement was passed through), never further than
+  HOLD_CAP_SIGMA measured sigmas from the measurement;
 - `lstm` (the prototype's first model) moves the measurement by at most CAP_SIGMA
   measured sigmas per axis.
 
@@ -30,10 +31,10 @@ import math
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.kalman import Kalman, POS, PoseKalmanFilter, ROT
 from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hybrid_apply,
-                                               hybrid_features, hybrid_hold, hybrid_motion,
-                                               hybrid_pose_features, kalman_offset,
-                                               kalman_pass, lstm_apply, lstm_features,
-                                               lstm_pose_features, rotate)
+                                               hybrid_features, hybrid_motion,
+                                               hybrid_pose_features, hybrid_step,
+                                               kalman_offset, kalman_pass, lstm_apply,
+                                               lstm_features, lstm_pose_features, rotate)
 from camstab_ros.core.lstm_model import (chunked, chunks, default_model_dir, kalman_params,
                                          load_model, ModelError, run_chunked, unchunked)
 from camstab_ros.core.params import ParamSpec
@@ -155,7 +156,7 @@ class HybridSmoother(_LearnedSmoother):
         self._motion_from = None     # previous measurement, Kalman velocity and body rate
 
     def _model_update(self, t, position, quaternion, previous_t):
-        # Scalar form of hybrid_motion and hybrid_hold (the per-pose hot path; test_learned
+        # Scalar form of hybrid_motion and hybrid_step (the per-pose hot path; test_learned
         # holds it equal to the batched form of smooth()).
         kf = self._kf
         dt = 0.0 if previous_t is None else t - previous_t
@@ -211,7 +212,7 @@ class HybridSmoother(_LearnedSmoother):
         offsets = np.zeros(motion.shape)
         d = np.zeros((len(spans), 6))
         for k in range(motion.shape[1]):
-            offsets[:, k], d = hybrid_hold(d, motion[:, k], innovation[:, k], logit[:, k],
+            offsets[:, k], d = hybrid_step(d, motion[:, k], innovation[:, k], logit[:, k],
                                            sigma[:, k], passed[:, k], restarted[:, k])
             offsets[bad[:, k], k] = d[bad[:, k]] = fallback[bad[:, k], k]
         return hybrid_apply(p, q, unchunked(offsets, spans))

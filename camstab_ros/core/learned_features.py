@@ -12,11 +12,11 @@ model serves 0.02-5 mm trackers at 24-240 Hz, wherever the camera is.
   orientation) the network weighs three candidates, softmax over (0, a_own, a_kalman):
   the measurement, the own prediction and the Kalman filter's prediction. The estimate
   is their weighted mean, so it always lies in the triangle they span, never further than
-  HOLD_CAP_SIGMA measured sigmas from the measurement (`hybrid_hold`: a move the filters
+  HOLD_CAP_SIGMA measured sigmas from the measurement (`hybrid_step`: a move the filters
   did not predict, like a whip pan's first frames, cannot be held back); it is the state
-  the next frame predicts from. On a hold the own prediction stays still through the
-  tracker's noise (the Kalman estimate alone cannot be smoother than its own gain allows);
-  in a move the Kalman prediction or the measurement take over. Where the Kalman filter
+  the next frame predicts from. On a hold the network may keep the own prediction, which
+  stays still through the tracker's noise; in a move the Kalman prediction or the
+  measurement take over. Where the Kalman filter
   restarts a group the own filter restarts too; where it passes a suspect measurement
   through, so does the own filter, whose state coasts on its prediction.
 - `lstm` (the prototype's first model) sees the raw measurement's frame-to-frame steps
@@ -250,7 +250,7 @@ def hybrid_weights(logit):
     return a[1] / np.sum(a, axis=0), a[2] / np.sum(a, axis=0)
 
 
-def hybrid_hold(d, motion, innovation, logit, sigma, passed, restarted):
+def hybrid_step(d, motion, innovation, logit, sigma, passed, restarted):
     """
     Step the hybrid's own filter: return the estimate's offset and the state carried on.
 

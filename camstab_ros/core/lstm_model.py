@@ -191,10 +191,9 @@ class LearnedModel:
         self.feature_clip = float(features['clip'])
         self._inverse_std = 1.0 / self.feature_std
 
-    def normalize(self, features, first=0):
-        """Standardised, clipped network input of features (..., F) from feature `first` on."""
-        stop = first + features.shape[-1]
-        z = (features - self.feature_mean[first:stop]) * self._inverse_std[first:stop]
+    def normalize(self, features):
+        """Standardised, clipped network input of features (..., F)."""
+        z = (features - self.feature_mean) * self._inverse_std
         return np.clip(z, -self.feature_clip, self.feature_clip, out=z)
 
 
