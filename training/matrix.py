@@ -243,6 +243,9 @@ def summary(results):
 
 
 def _geomean(values):
+    """Return the geometric mean of values; NaN for none (a tracker absent from the cells)."""
+    if len(values) == 0:
+        return float('nan')
     return float(np.exp(np.mean(np.log(values))))
 
 
