@@ -80,7 +80,7 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     keras = pytest.importorskip('tf_keras')
     import tensorflow as tf
     from training import dataset
-    from training.train import build_keras_model, network_parts
+    from training.train import build_keras_model, exported_layers
     model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
     card = model.card
     arch = card['architecture']
@@ -94,10 +94,10 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     keras_model = build_keras_model(keras, tf, method, x.shape[1], arch['lstm_units'],
                                     arch['output_size'])
     with np.load(model.path / card['weights']['file']) as npz:
-        for part, name in network_parts(keras_model):
-            names = ('kernel', 'recurrent_kernel', 'bias') if name.startswith('lstm_') else (
-                'kernel', 'bias')
-            part.set_weights([npz[f'{name}/{n}'] for n in names])
+        for layer in exported_layers(keras_model):
+            names = ('kernel', 'recurrent_kernel', 'bias') if layer.name.startswith(
+                'lstm_') else ('kernel', 'bias')
+            layer.set_weights([npz[f'{layer.name}/{n}'] for n in names])
     expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
     if method == 'lstm':
         batched = model.network.run(x[None])[0]
@@ -343,7 +343,7 @@ def test_hybrid_output_lies_in_the_triangle_of_measurement_and_predictions(choic
     record = _kalman_stage(smoother, take)
     z_p, z_q = take.noisy_p, quat.make_continuous(take.noisy_q)
     # Frames whose own filter runs on from the previous estimate.
-    steady = ~record.group_restarted[1:, POS] & ~record.passed[:-1, POS]
+    steady = ~record.restarted[1:, POS] & ~record.passed[:-1, POS]
     own = (p[:-1] + record.velocity[:-1] * record.dt[1:, None] - z_p[1:])[steady]
     kalman = -record.innovation[1:, POS][steady]
     shift = (p - z_p)[1:][steady]
@@ -351,7 +351,7 @@ def test_hybrid_output_lies_in_the_triangle_of_measurement_and_predictions(choic
     sigma = record.sigma[1:][steady]
     assert np.all(np.linalg.norm(shift, axis=1) <= cap * sigma[:, 0] * (1 + 1e-9))
     assert np.all(quat.angle_between(q, z_q) <= cap * record.sigma[:, 1] * (1 + 1e-9) + 1e-12)
-    assert np.all((p == z_p)[record.group_restarted[:, POS]])
+    assert np.all((p == z_p)[record.restarted[:, POS]])
     if choice == 'measurement':
         assert np.allclose(p, z_p, atol=1e-12)
         return

@@ -121,7 +121,7 @@ def take_arrays(method, take, kalman_params):
     if method == 'hybrid':
         return np.hstack([lf.hybrid_features(record), lf.hybrid_motion(p, q, record),
                           record.innovation.reshape(-1, 6), q, record.sigma, record.passed,
-                          record.group_restarted]), error
+                          record.restarted]), error
     features = lf.lstm_features(take.t, p, q, record)
     # Started frames get no correction at run time: a zero sigma there says so.
     sigma = np.repeat(record.sigma, 3, axis=1) * (features[:, -1:] == 0.0)

@@ -183,24 +183,24 @@ def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT):
     return loss
 
 
-def network_parts(keras_model):
-    """Yield (Keras layer, weights name) of each LSTM and the dense layer."""
-    for layer in keras_model.layers:
-        if layer.name.startswith('lstm_') or layer.name == 'dense':
-            yield layer, layer.name
+def exported_layers(keras_model):
+    """Yield the layers whose weights the model exports: each LSTM and the dense layer."""
+    return (layer for layer in keras_model.layers
+            if layer.name.startswith('lstm_') or layer.name == 'dense')
 
 
 def export(keras_model, out, card):
     """Write weights.npz and model_card.json (with the weights' sha256) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
-    for part, name in network_parts(keras_model):
+    for layer in exported_layers(keras_model):
+        name = layer.name
         if name.startswith('lstm_'):
-            kernel, recurrent, bias = part.get_weights()
+            kernel, recurrent, bias = layer.get_weights()
             arrays.update({f'{name}/kernel': kernel, f'{name}/recurrent_kernel': recurrent,
                            f'{name}/bias': bias})
         else:
-            kernel, bias = part.get_weights()
+            kernel, bias = layer.get_weights()
             arrays.update({'dense/kernel': kernel, 'dense/bias': bias})
     weights = out / 'weights.npz'
     np.savez_compressed(weights, **{k: v.astype(np.float32) for k, v in arrays.items()})

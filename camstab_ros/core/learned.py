@@ -99,10 +99,10 @@ class _LearnedSmoother(Smoother):
                         'reset)', self.name)
         self.nonfinite_outputs += count
 
-    def _network_step(self, x):
-        """Run one LSTM step on one pose's input; return its output, or None if non-finite."""
+    def _network_step(self, features):
+        """Run one LSTM step on one pose's features; return its output, or None if non-finite."""
         model = self.model
-        out, state = model.network.step(x, self._state)
+        out, state = model.network.step(model.normalize(features), self._state)
         if not np.all(np.isfinite(out)):
             self._count_nonfinite(1)
             self._state = model.network.initial_state()
@@ -160,7 +160,7 @@ class HybridSmoother(_LearnedSmoother):
         # holds it equal to the batched form of smooth()).
         kf = self._kf
         dt = 0.0 if previous_t is None else t - previous_t
-        out = self._network_step(self.model.normalize(hybrid_pose_features(kf, dt)))
+        out = self._network_step(hybrid_pose_features(kf, dt))
         q = quaternion.tolist()
         p = position.tolist()
         d = self._offset
@@ -206,7 +206,7 @@ class HybridSmoother(_LearnedSmoother):
         logit = chunked(logit, spans)
         sigma = chunked(record.sigma, spans, fill=1.0)
         passed = chunked(record.passed, spans)
-        restarted = chunked(record.group_restarted, spans, fill=True)
+        restarted = chunked(record.restarted, spans, fill=True)
         fallback = chunked(kalman_offset(p, q, record.position, record.output_q), spans)
         bad = chunked(bad, spans)
         offsets = np.zeros(motion.shape)
@@ -228,7 +228,7 @@ class LstmSmoother(_LearnedSmoother):
         q = quaternion.tolist()
         features = lstm_pose_features(kf, t, position, q, self._previous)
         self._previous = (t, position, q)
-        out = self._network_step(self.model.normalize(features))
+        out = self._network_step(features)
         if out is None or features[-1]:
             return Estimate(t, position, quaternion)
         sigma_p, sigma_r = np.sqrt(kf.variance).tolist()

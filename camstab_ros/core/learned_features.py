@@ -136,8 +136,7 @@ class KalmanRecord:
         self.gain = np.empty((n, 2))
         self.sigma = np.empty((n, 2))         # m, rad
         self.dt = np.zeros(n)
-        self.restarted = np.zeros(n, dtype=bool)   # either group
-        self.group_restarted = np.zeros((n, 2), dtype=bool)
+        self.restarted = np.zeros((n, 2), dtype=bool)   # per group
         self.passed = np.zeros((n, 2), dtype=bool)
 
 
@@ -157,8 +156,7 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
         record.innovation[k] = kf.innovation
         record.gain[k] = kf.gain
         record.sigma[k] = np.sqrt(kf.variance)
-        record.restarted[k] = kf.restarted[0] or kf.restarted[1]
-        record.group_restarted[k] = kf.restarted
+        record.restarted[k] = kf.restarted
         record.passed[k] = kf.passed
         if kf.F is not None:
             record.dt[k] = t[k] - t[k - 1]
@@ -174,7 +172,8 @@ def hybrid_features(record):
     dt = record.dt[:, None]
     return np.column_stack([innovation / sigma_p, record.innovation[:, ROT] / sigma_r,
                             step * dt / sigma_p, record.rate * dt / sigma_r, record.gain,
-                            log2_interval(record.dt), record.restarted.astype(float)])
+                            log2_interval(record.dt),
+                            np.any(record.restarted, axis=1).astype(float)])
 
 
 def hybrid_pose_features(kf, dt):
@@ -209,7 +208,7 @@ def lstm_features(t, p, q, record):
         features[1:, 6] = log2_interval(np.diff(t))
     # A full restart (the first measurement among them) or a noise not yet measured.
     unmeasured = np.any(record.sigma <= math.sqrt(UNMEASURED_VARIANCE), axis=1)
-    started = record.restarted & (record.dt == 0.0) | unmeasured
+    started = np.any(record.restarted, axis=1) & (record.dt == 0.0) | unmeasured
     features[started] = 0.0
     features[started, 7] = 1.0
     return features
