@@ -400,10 +400,11 @@ def test_real_handheld_motion_is_never_rejected(rate_hz):
     # TUM-VI and TUM handheld takes (up to ~1 m/s and 270 deg/s) under every tracker of
     # the matrix, its spikes taken out: a rejection here would be of real motion.
     from training.matrix import real_pieces, TRACKERS
-    from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES
+    from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES, REAL_VALIDATION_TAKES
     from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS
     import dataclasses
-    pieces = list(real_pieces(rate_hz, REAL_TRAIN_TAKES + REAL_TEST_TAKES))
+    takes = REAL_TRAIN_TAKES + REAL_VALIDATION_TAKES + REAL_TEST_TAKES
+    pieces = list(real_pieces(rate_hz, takes))
     if not pieces:
         pytest.skip('shared real takes not available')
     for i, (name, t, p, q) in enumerate(pieces):

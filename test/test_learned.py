@@ -3,7 +3,7 @@ Tests of the learned smoothers `lstm` and `hybrid`.
 
 Covered: NumPy runtime against Keras, model loading and its failures, the bounds on what a
 network can do (hybrid in the triangle of the measurement and two predictions, lstm
-within its sigma cap),
+between the measurement and the Kalman estimate within its sigma cap),
 non-finite outputs, invariance, smooth() vs update().
 """
 import json
@@ -80,14 +80,14 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     keras = pytest.importorskip('tf_keras')
     import tensorflow as tf
     from training import dataset
-    from training.train import build_keras_model, exported_layers
+    from training.train import build_keras_model, exported_layers, lstm_offset_tf
     model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
     card = model.card
     arch = card['architecture']
     # Real inputs of a take with outliers and dropouts, normalised as at run time.
     take = _take('handheld', seconds=6.0, noise=TrackerNoise(spike_rate_hz=1.0,
                                                              dropout_rate=0.02))
-    inputs, _ = dataset.take_arrays(method, take, lstm_model.kalman_params(card))
+    inputs, loss_arrays = dataset.take_arrays(method, take, lstm_model.kalman_params(card))
     first = len(learned_features.FEATURES[method])
     x = inputs.copy()
     x[:, :first] = model.normalize(inputs[:, :first])
@@ -108,19 +108,25 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
             streamed.append(out)
         assert np.max(np.abs(batched - expected)) < 1e-4
         assert np.max(np.abs(np.array(streamed) - expected)) < 1e-4
-        return
-    # The hybrid's cell outputs the estimate's offset from the measurement (body frame):
-    # compare it, in measured sigmas, with what the runtime emits, batched and streamed.
+        # The loss's move of the measurement (body frame), from the Keras outputs.
+        expected = lstm_offset_tf(tf, tf.constant(expected),
+                                  tf.constant(loss_arrays, tf.float32)).numpy()
+        sigma = loss_arrays[:, 12:18]
+    else:
+        # The hybrid's cell outputs the estimate's offset from the measurement.
+        sigma = np.repeat(inputs[:, first + 16:first + 18], 3, axis=1)
+    # Compare, in measured sigmas, with what the runtime emits, batched and streamed.
     smoother = make_smoother(method)
     z_q = quat.make_continuous(quat.normalize(take.noisy_q))
-    sigma = np.repeat(inputs[:, first + 16:first + 18], 3, axis=1)
+    moved = sigma > 0.0  # the lstm does not move a started frame (sigma 0 in its loss arrays)
     for p, q in (smoother.smooth(take.t, take.noisy_p, take.noisy_q)[1:],
                  _streamed(smoother, take.t, take.noisy_p, take.noisy_q)[1:]):
         body = learned_features.rotate(learned_features.columns(z_q),
                                        learned_features.columns(p - take.noisy_p), inverse=True)
         offset = np.column_stack([np.column_stack(body),
                                   quat.log_map(quat.multiply(quat.conjugate(z_q), q))])
-        assert np.max(np.abs(offset - expected) / sigma) < 1e-4
+        assert np.max(np.abs(offset - expected)[moved] / sigma[moved]) < 1e-4
+        assert np.all(np.abs(offset[~moved]) < 1e-12)
         smoother.reset()
 
 
@@ -371,22 +377,36 @@ def test_hybrid_output_lies_in_the_triangle_of_measurement_and_predictions(choic
     assert np.any(coef.sum(axis=1) > 0.05)  # the trained network does move estimates
 
 
-def test_lstm_moves_a_measurement_at_most_its_cap_in_measured_sigmas():
-    take = _take('handheld', seconds=4.0, noise=TrackerNoise(pos_sigma_m=0.002))
+def test_lstm_offset_is_a_share_of_the_way_to_the_kalman_estimate_capped_in_sigmas():
+    sigma = np.array([1e-3] * 3 + [1e-4] * 3)
+    towards = np.array([2e-3, -5e-3, 0.0, 1e-4, -1e-3, 7e-4])
+    out = np.array([20.0, 20.0, 20.0, 0.0, -20.0, 20.0])
+    moved = learned_features.lstm_offset(out, towards, sigma)
+    cap = learned_features.CAP_SIGMA * sigma
+    assert np.allclose(moved, [2e-3, -cap[1], 0.0, 0.5e-4, 0.0, cap[5]], rtol=1e-6, atol=1e-11)
+
+
+@pytest.mark.parametrize('share', (1.0, 0.0))
+def test_lstm_moves_a_measurement_only_towards_the_kalman_estimate_within_its_cap(share):
+    take = _take('whip_pan', seconds=4.0, noise=TrackerNoise(pos_sigma_m=0.002))
     smoother = make_smoother('lstm')
-    smoother.model.network.dense_b[:] = 1e6
-    _, p, q = _streamed(smoother, take.t, take.noisy_p, take.noisy_q)
-    record = _kalman_stage(smoother, take)
+    smoother.model.network.dense_b[:] = 1e6 if share else -1e6
     z_q = quat.make_continuous(take.noisy_q)
-    body = np.column_stack(learned_features.rotate(
-        learned_features.columns(z_q), learned_features.columns(p - take.noisy_p), inverse=True))
-    cap = learned_features.CAP_SIGMA * record.sigma[:, :1]
-    assert np.all(np.abs(body) <= cap + 1e-12)
+    record = _kalman_stage(smoother, take)
+    towards = learned_features.towards_kalman(take.noisy_p, z_q, record.position,
+                                              record.output_q)
+    cap = learned_features.CAP_SIGMA * np.repeat(record.sigma, 3, axis=1)
     started = learned_features.lstm_features(take.t, take.noisy_p, z_q, record)[:, -1] > 0
-    assert np.allclose(np.abs(body[~started]), cap[~started], rtol=1e-9)
-    assert np.all(body[started] == 0.0)
-    assert np.all(quat.angle_between(q, z_q) <= learned_features.CAP_SIGMA * np.sqrt(3)
-                  * record.sigma[:, 1] + 1e-12)
+    expected = np.clip(share * towards, -cap, cap)
+    expected[started] = 0.0
+    for _, p, q in (_streamed(smoother, take.t, take.noisy_p, take.noisy_q),
+                    smoother.smooth(take.t, take.noisy_p, take.noisy_q)):
+        body = learned_features.rotate(learned_features.columns(z_q),
+                                       learned_features.columns(p - take.noisy_p), inverse=True)
+        moved = np.column_stack([np.column_stack(body),
+                                 quat.log_map(quat.multiply(quat.conjugate(z_q), q))])
+        assert np.max(np.abs(moved - expected) / np.maximum(cap, 1e-12)) < 1e-9
+        smoother.reset()
 
 
 @pytest.mark.parametrize('method', METHODS)

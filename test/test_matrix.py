@@ -4,11 +4,11 @@ from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 import pytest
 from training import matrix
-from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES
+from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES, REAL_VALIDATION_TAKES
 
 
 def test_real_pieces_never_span_a_gap_of_the_recorded_truth():
-    takes = REAL_TRAIN_TAKES + REAL_TEST_TAKES
+    takes = REAL_TRAIN_TAKES + REAL_VALIDATION_TAKES + REAL_TEST_TAKES
     if not matrix.REAL.is_dir():
         pytest.skip('shared real takes not available')
     pieces = list(matrix.real_pieces(60.0, takes))
@@ -31,7 +31,8 @@ def test_a_missing_real_take_is_an_error_naming_it(tmp_path, monkeypatch):
 
 def test_a_cell_measures_every_method_against_raw_and_the_oracle():
     sim = simulate('dolly', 8.0, 60.0, 5, NOISE_PRESETS['none'])
-    cell = matrix.run_cell(('dolly', 'optical', 60.0, sim.t, sim.truth_p, sim.truth_q, 9))
+    cell = matrix.run_cell(('dolly', 'optical', 60.0, sim.t, sim.truth_p, sim.truth_q, 9,
+                           matrix.method_rows()))
     name, tracker, rate, rows = cell
     assert {'raw', 'oracle', 'lowpass_oracle', 'passthrough', 'kalman'} <= set(rows)
     assert rows['passthrough']['screen_rmse_px'] == pytest.approx(rows['raw']['screen_rmse_px'])
@@ -46,3 +47,38 @@ def test_a_cell_measures_every_method_against_raw_and_the_oracle():
     assert figures['passthrough']['takes_worse_than_raw'] == 0
     assert figures['kalman']['takes'] == 2
     assert 'kalman' in matrix.table(figures)
+
+
+def test_the_validation_split_shares_no_take_with_the_test_split():
+    if not matrix.REAL.is_dir():
+        pytest.skip('shared real takes not available')
+
+    def first_rate(split):
+        return [c for c in matrix.cells(split, rows=[]) if c[2] == matrix.RATES_HZ[0]]
+    test, validation = first_rate('test'), first_rate('validation')
+    real = [c[0] for c in validation if c[0] not in matrix.SCENARIOS]
+    assert real and all(name.startswith('tumvi_room5@') for name in real)
+    assert not {c[0] for c in test} & set(real)
+    for a, b in zip(test, validation):
+        if a[0] == b[0]:  # the same scenario: other seeds, other motion and noise
+            assert a[6] != b[6] and not np.allclose(a[4], b[4])
+
+
+def test_a_candidate_row_runs_the_model_in_its_directory():
+    from camstab_ros.core.lstm_model import default_model_dir
+    sim = simulate('pan', 4.0, 60.0, 5, NOISE_PRESETS['none'])
+    rows = matrix.method_rows(['hybrid'], [('copy', default_model_dir('hybrid'))])
+    assert [r[:2] for r in rows] == [('hybrid', 'hybrid'), ('copy', 'hybrid')]
+    *_, metrics = matrix.run_cell(('pan', 'optical', 60.0, sim.t, sim.truth_p, sim.truth_q, 9,
+                                   rows))
+    assert metrics['copy'] == metrics['hybrid']
+    assert metrics['copy']['screen_rmse_px'] != metrics['raw']['screen_rmse_px']
+
+
+@pytest.mark.parametrize('argv', (['--candidate', 'x=/nonexistent'], ['--candidate', 'x'],
+                                  ['--methods', 'kalman,bogus'], ['--split', 'train']))
+def test_bad_matrix_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        matrix.main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err

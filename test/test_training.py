@@ -8,7 +8,8 @@ from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import simulate, TrackerNoise
 import numpy as np
 import pytest
-from training.splits import REAL_TEST_TAKES
+from training import dataset
+from training.splits import REAL_TEST_TAKES, REAL_TRAIN_TAKES, REAL_VALIDATION_TAKES
 
 
 pytest.importorskip('tf_keras')
@@ -35,7 +36,9 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
         expected = value * scale if name in ('process_noise', 'rot_process_noise') else value
         assert stage[name] == pytest.approx(expected) if isinstance(value, float) else \
             stage[name] == expected, name
-    assert card['training']['real_motion']['held_out'] == list(REAL_TEST_TAKES)
+    assert card['training']['real_motion'] == {
+        'train': list(REAL_TRAIN_TAKES), 'validation': list(REAL_VALIDATION_TAKES),
+        'held_out': list(REAL_TEST_TAKES), 'share_of_takes': dataset.REAL_SHARE}
     with np.load(out / 'weights.npz', allow_pickle=False) as npz:
         assert npz['lstm_0/recurrent_kernel'].shape == (8, 32)
     smoother = make_smoother(method, model_path=str(out))
@@ -49,7 +52,7 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
 
 def test_the_training_loss_sees_the_screen_error_of_the_metrics():
     # The loss's linearised screen energy is the metrics' screen_rmse_px, squared.
-    from training import dataset, train
+    from training import train
     take = simulate('handheld', seconds=6.0, rate_hz=60.0, seed=4,
                     noise=TrackerNoise(pos_sigma_m=0.002, rot_sigma_deg=0.05))
     features, error = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
@@ -57,11 +60,8 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
     record = learned_features.kalman_pass(train.STAGE_KALMAN, take.t, take.noisy_p,
                                           take.noisy_q)
     z_q = quat.make_continuous(quat.normalize(take.noisy_q))
-    offset = learned_features.kalman_offset(take.noisy_p, z_q, record.position,
-                                            record.output_q)
-    body = learned_features.rotate(learned_features.columns(z_q),
-                                   learned_features.columns(offset[:, :3]), inverse=True)
-    kalman_error = error + np.column_stack([np.column_stack(body), offset[:, 3:]])
+    kalman_error = error + learned_features.towards_kalman(take.noisy_p, z_q, record.position,
+                                                           record.output_q)
     for estimate, (p, q) in ((error, (take.noisy_p, take.noisy_q)),
                              (kalman_error, (record.position, record.output_q))):
         linear = np.sqrt(np.mean(np.einsum('ti,ij,tj->t', estimate, m, estimate)))
@@ -69,3 +69,19 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
         assert linear == pytest.approx(exact, rel=0.01)
     assert features.shape == (len(take.t),
                               len(learned_features.HYBRID_FEATURES) + dataset.RECURSION_COLUMNS)
+
+
+def test_training_takes_reach_the_tracker_at_the_rates_of_the_card():
+    # Motion played faster or slower is resampled so that the tracker reports it at a rate
+    # of dataset.RATES_HZ (source rates are whole multiples of 4 Hz: a few Hz of slack).
+    from training.matrix import REAL
+    takes = REAL_TRAIN_TAKES if REAL.is_dir() else ()
+    rates, seconds = [], []
+    for seed in range(1000, 1030):
+        take = dataset.make_take(seed, takes)
+        rates.append(1.0 / np.median(np.diff(take.t)))
+        seconds.append(take.t[-1] - take.t[0])
+    low, high = dataset.RATES_HZ
+    assert 0.8 * low <= min(rates) and max(rates) <= 1.05 * high
+    assert max(rates) / min(rates) > 3.0  # the range is used
+    assert max(seconds) <= dataset.SECONDS

@@ -2,8 +2,9 @@
 Training data for the learned smoothers: real and simulated motion under random trackers.
 
 A take is fixed by its seed. The seed picks the motion: a simulated scenario (TRAIN or
-VALIDATION seeds of training/splits.py) or, for REAL_SHARE of the training takes, a
-stretch of the real recorded motion of splits.REAL_TRAIN_TAKES (never a held-out take).
+VALIDATION seeds of training/splits.py) or, for REAL_SHARE of the takes, a stretch of
+real recorded motion: splits.REAL_TRAIN_TAKES for training, REAL_VALIDATION_TAKES for
+validation (never a test take).
 It is augmented: played slower or faster (SPEED_RANGE), resampled to a frame rate drawn
 log-uniformly from RATES_HZ, and half the takes turn the tracked body by a random fixed
 rotation (trackers differ in body-axis conventions; the features are in the body frame,
@@ -15,7 +16,7 @@ spikes, dropouts, stamp jitter, drift and FreeD quantisation in some takes.
 Each take becomes the features of the runtime (camstab_ros.core.learned_features, run
 through the model's Kalman stage), for `hybrid` followed by what its own filter's
 recursion reads (RECURSION_COLUMNS), and what the loss needs: the measurement's error in
-the body frame and, for `lstm`, the measured sigmas per axis.
+the body frame and, for `lstm`, where the Kalman estimate lies and the measured sigmas.
 """
 from concurrent.futures import ProcessPoolExecutor
 import math
@@ -27,7 +28,6 @@ from camstab_ros.core.simulation import (add_tracker_noise, NOISE_PRESETS, SCENA
 import numpy as np
 from scipy.spatial.transform import Rotation
 from training.matrix import real_pieces
-from training.splits import REAL_TRAIN_TAKES
 
 
 RATES_HZ = (24.0, 240.0)
@@ -71,30 +71,32 @@ def random_tracker(rng):
 _REAL_CACHE = {}
 
 
-def _real_motion(rate_hz):
-    """Return the real training pieces resampled to rate_hz (cached per rate)."""
-    if rate_hz not in _REAL_CACHE:
-        _REAL_CACHE[rate_hz] = list(real_pieces(rate_hz, REAL_TRAIN_TAKES))
-    return _REAL_CACHE[rate_hz]
+def _real_motion(rate_hz, takes):
+    """Return the pieces of these real takes resampled to rate_hz (cached)."""
+    if (rate_hz, takes) not in _REAL_CACHE:
+        _REAL_CACHE[rate_hz, takes] = list(real_pieces(rate_hz, takes))
+    return _REAL_CACHE[rate_hz, takes]
 
 
-def make_take(seed, real=True):
+def make_take(seed, real_takes):
     """
     Return the noisy take (simulation.Take) of a seed: motion, augmentation and tracker.
 
-    real: whether the seed may draw real motion (training) or only simulated (validation).
+    real_takes: the real recorded takes (splits) the seed may draw its motion from; with
+    none, the motion is always simulated.
     """
     rng = np.random.default_rng([seed, 20261201])
     rate = math.exp(rng.uniform(*np.log(RATES_HZ)))
     speed = math.exp(rng.uniform(*np.log(SPEED_RANGE)))
-    # The motion is generated at rate * speed and played `speed` times faster; source
-    # rates are whole multiples of 4 Hz (the real motion is resampled once per rate).
-    source_rate = float(4 * max(round(rate * speed / 4), 1))
-    rate = source_rate / speed
-    pieces = _real_motion(source_rate) if real and rng.random() < REAL_SHARE else []
+    # The motion is sampled at rate / speed and played `speed` times faster: the tracker
+    # reports it at `rate`. Source rates are whole multiples of 4 Hz (the real motion is
+    # resampled once per source rate).
+    source_rate = float(4 * max(round(rate / speed / 4), 1))
+    pieces = (_real_motion(source_rate, tuple(real_takes))
+              if real_takes and rng.random() < REAL_SHARE else [])
     if pieces:
         _, t, p, q = pieces[rng.integers(len(pieces))]
-        frames = int(SECONDS * source_rate)
+        frames = int(SECONDS * speed * source_rate)
         start = rng.integers(max(len(t) - frames, 0) + 1)
         t, p, q = t[start:start + frames], p[start:start + frames], q[start:start + frames]
         t = (t - t[0]) / speed
@@ -113,7 +115,8 @@ def take_arrays(method, take, kalman_params):
     Return (inputs (N, F), loss arrays (N, L)) of a noisy take.
 
     hybrid: inputs = the Kalman features and RECURSION_COLUMNS, loss = the measurement's
-    error (6); lstm: inputs = its features, loss = the error and the sigmas per axis (6).
+    error (6); lstm: inputs = its features, loss = the error, the Kalman estimate's offset
+    (learned_features.towards_kalman, 6) and the sigmas per axis (6).
     """
     p, q = take.noisy_p, quat.make_continuous(quat.normalize(take.noisy_q))
     record = lf.kalman_pass(kalman_params, take.t, p, q)
@@ -123,14 +126,15 @@ def take_arrays(method, take, kalman_params):
                           record.innovation.reshape(-1, 6), q, record.sigma, record.passed,
                           record.restarted]), error
     features = lf.lstm_features(take.t, p, q, record)
-    # Started frames get no correction at run time: a zero sigma there says so.
+    # Started frames are not moved at run time: a zero sigma there says so.
     sigma = np.repeat(record.sigma, 3, axis=1) * (features[:, -1:] == 0.0)
-    return features, np.hstack([error, sigma])
+    towards = lf.towards_kalman(p, q, record.position, record.output_q)
+    return features, np.hstack([error, towards, sigma])
 
 
 def _seed_arrays(args):
-    method, seed, real, kalman_params = args
-    return take_arrays(method, make_take(seed, real), kalman_params)
+    method, seed, real_takes, kalman_params = args
+    return take_arrays(method, make_take(seed, real_takes), kalman_params)
 
 
 def windows(features, loss):
@@ -146,13 +150,13 @@ def windows(features, loss):
     return xs, ys, ws
 
 
-def build(method, seeds, kalman_params, real=True, workers=2):
+def build(method, seeds, kalman_params, real_takes, workers=2):
     """
-    Build the windows of the takes with these seeds.
+    Build the windows of the takes with these seeds (real motion from real_takes).
 
     Return x (W, T, F), loss arrays (W, T, C), weight (W, T) and the number of poses.
     """
-    jobs = [(method, int(seed), real, kalman_params) for seed in seeds]
+    jobs = [(method, int(seed), tuple(real_takes), kalman_params) for seed in seeds]
     xs, ys, ws = [], [], []
     poses = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:

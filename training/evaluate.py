@@ -54,7 +54,7 @@ def _run(args):
     if kind == 'standard':
         take = simulate(scenario, seconds=SECONDS, rate_hz=RATE_HZ, seed=seed)
     else:
-        take = dataset.make_take(seed, real=False)
+        take = dataset.make_take(seed, real_takes=())
         scenario = 'mixed'
     return scenario, evaluate_methods(METHODS, take.t, take.noisy_p, take.noisy_q,
                                       take.truth_p, take.truth_q)

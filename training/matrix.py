@@ -2,6 +2,8 @@
 The tracker matrix of DESIGN.md: every method on every take, tracker and rate, vs raw.
 
     .venv/bin/python -m training.matrix [--out docs/matrix.md] [--workers 2]
+    .venv/bin/python -m training.matrix --split validation [--methods kalman,hybrid] \
+        [--candidate NAME=MODEL_DIR ...]
 
 Takes: every simulated scenario (20 s, test seeds) and the held-out real recorded motion
 of ../shared/data/real (splits.REAL_TEST_TAKES: TUM-VI room6 and TUM fr1_xyz, cut into
@@ -20,6 +22,12 @@ and on the matrix's own loss (training/tune_classical.py --real; the fair baseli
 Per method: the worst ratio to the raw input over the matrix of screen_rmse_px,
 pos_rmse_mm and rot_rmse_deg (do no harm: <= 1), and the geometric mean of the
 screen_rmse_px ratio (quality).
+
+`--split validation` builds the same matrix from the validation split instead (simulated
+scenarios of the validation seeds, the real takes splits.REAL_VALIDATION_TAKES): the one
+learned models are selected on. It writes docs/matrix_validation.md and leaves the model
+cards alone. `--candidate NAME=DIR` adds a row NAME running the model in DIR (its card
+names the method), so trained candidates are compared before one is shipped.
 """
 import argparse
 from concurrent.futures import ProcessPoolExecutor
@@ -36,9 +44,13 @@ from camstab_ros.io.trajectory import read_trajectory
 import numpy as np
 from scipy import signal
 from scipy.spatial.transform import Rotation, Slerp
-from training.splits import REAL_TEST_TAKES, TEST_SEEDS
+from training.splits import (REAL_TEST_TAKES, REAL_VALIDATION_TAKES, TEST_SEEDS,
+                             VALIDATION_SEEDS)
 
 ROOT = Path(__file__).resolve().parent.parent
+# Per split: the seeds of its simulated takes and trackers, and its real recorded takes.
+SPLITS = {'test': (TEST_SEEDS, REAL_TEST_TAKES),
+          'validation': (VALIDATION_SEEDS, REAL_VALIDATION_TAKES)}
 REAL = ROOT.parent / 'shared' / 'data' / 'real'
 TRACKERS = ('optical_fine', 'optical', 'inside_out')
 RATES_HZ = (25.0, 60.0, 240.0)
@@ -168,17 +180,32 @@ def optimised_baselines():
     return json.loads(OPTIMISED_FILE.read_text()) if OPTIMISED_FILE.is_file() else {}
 
 
+def method_rows(methods=None, candidates=()):
+    """
+    Return the rows to run: (row name, method, params).
+
+    methods: the registered methods to run (default all) and their `_optimised` rows;
+    candidates: (row name, model directory) pairs, each run as the method its card names.
+    """
+    methods = list_methods() if methods is None else list(methods)
+    rows = [(method, method, {}) for method in methods]
+    rows += [(f'{method}_optimised', method, params)
+             for method, params in optimised_baselines().items() if method in methods]
+    for row, directory in candidates:
+        card = json.loads((Path(directory) / 'model_card.json').read_text())
+        rows.append((row, card['method'], {'model_path': str(directory)}))
+    return rows
+
+
 def run_cell(args):
-    """Return (take name, tracker, rate, {method: metrics}) of one cell of the matrix."""
+    """Return (take name, tracker, rate, {row: metrics}) of one cell of the matrix."""
     logging.disable(logging.WARNING)
-    name, tracker, rate, t, p, q, seed = args
+    name, tracker, rate, t, p, q, seed, rows = args
     take = add_tracker_noise(t, p, q, NOISE_PRESETS[tracker], seed)
-    estimates = {method: run_take(method, take.t, take.noisy_p, take.noisy_q)
-                 for method in list_methods()}
-    for method, params in optimised_baselines().items():
-        estimates[f'{method}_optimised'] = run_take(method, take.t, take.noisy_p,
-                                                    take.noisy_q, params)
-    estimates = {m: (r.p, r.q) for m, r in estimates.items()}
+    estimates = {}
+    for row, method, params in rows:
+        result = run_take(method, take.t, take.noisy_p, take.noisy_q, params)
+        estimates[row] = result.p, result.q
     for reference in (oracle, lowpass_oracle):
         estimates[reference.__name__] = reference(take.t, take.noisy_p, take.noisy_q,
                                                   take.truth_p, take.truth_q)
@@ -190,17 +217,19 @@ def run_cell(args):
     return name, tracker, rate, rows
 
 
-def cells():
-    """Yield the arguments of every cell: takes x trackers x rates."""
+def cells(split='test', rows=None):
+    """Yield the arguments of every cell of a split: takes x trackers x rates."""
+    seeds, real_takes = SPLITS[split]
+    rows = method_rows() if rows is None else rows
     for rate in RATES_HZ:
         takes = []
         for k, scenario in enumerate(SCENARIOS):
-            sim = simulate(scenario, SIM_SECONDS, rate, TEST_SEEDS[k], NOISE_PRESETS['none'])
+            sim = simulate(scenario, SIM_SECONDS, rate, seeds[k], NOISE_PRESETS['none'])
             takes.append((scenario, sim.t, sim.truth_p, sim.truth_q))
-        takes += list(real_pieces(rate))
+        takes += list(real_pieces(rate, real_takes))
         for i, (name, t, p, q) in enumerate(takes):
             for j, tracker in enumerate(TRACKERS):
-                yield name, tracker, rate, t, p, q, TEST_SEEDS[100 + 10 * i + j]
+                yield name, tracker, rate, t, p, q, seeds[100 + 10 * i + j], rows
 
 
 def summary(results):
@@ -312,45 +341,76 @@ def record_in_model_cards(figures, cells):
         path.write_text(json.dumps(card, indent=2) + '\n')
 
 
+def candidate(text):
+    """Parse --candidate NAME=DIR (a model directory holding model_card.json)."""
+    name, sep, directory = text.partition('=')
+    if not sep or not name or not (Path(directory) / 'model_card.json').is_file():
+        raise argparse.ArgumentTypeError(f'{text!r}: expected NAME=DIR, DIR holding '
+                                         'model_card.json')
+    return name, directory
+
+
 def main(argv=None):
     """Run the matrix and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument('--out', default=str(ROOT / 'docs' / 'matrix.md'))
+    parser.add_argument('--split', choices=tuple(SPLITS), default='test',
+                        help='test: the reported matrix; validation: the one models are '
+                        'selected on')
+    parser.add_argument('--out', help='default docs/matrix.md, or docs/matrix_validation.md')
+    parser.add_argument('--methods', type=lambda v: v.split(','),
+                        help='comma-separated methods to run (default all)')
+    parser.add_argument('--candidate', type=candidate, action='append', default=[],
+                        metavar='NAME=DIR', help='add a row running the model in DIR')
     parser.add_argument('--workers', type=int, default=2)
     args = parser.parse_args(argv)
-    work = list(cells())
+    unknown = set(args.methods or ()) - set(list_methods())
+    if unknown:
+        parser.error(f'unknown methods: {", ".join(sorted(unknown))}')
+    test = args.split == 'test'
+    out = Path(args.out or ROOT / 'docs' / ('matrix.md' if test else 'matrix_validation.md'))
+    work = list(cells(args.split, method_rows(args.methods, args.candidate)))
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(run_cell, work, chunksize=4))
     figures = summary(results)
-    record_in_model_cards(figures, len(results))
-    Path(args.out).with_suffix('.json').write_text(json.dumps(
+    if test:
+        record_in_model_cards(figures, len(results))
+    out.with_suffix('.json').write_text(json.dumps(
         {'figures': figures, 'cells': [{'take': name, 'tracker': tracker, 'rate_hz': rate,
                                         'metrics': rows}
                                        for name, tracker, rate, rows in results]},
         separators=(',', ':'), default=float) + '\n')
     pieces = len(results) // (len(TRACKERS) * len(RATES_HZ)) - len(SCENARIOS)
     rates = ', '.join(f'{r:g}' for r in RATES_HZ)
-    text = (f'# Tracker matrix\n\nGenerated by `.venv/bin/python -m training.matrix`: '
+    if test:
+        title, command = 'Tracker matrix', '.venv/bin/python -m training.matrix'
+        held_out = ('the real pieces are held out of all training, tuning and model '
+                    'selection (`training/splits.py`)')
+    else:
+        title = 'Tracker matrix, validation split'
+        command = '.venv/bin/python -m training.matrix --split validation'
+        held_out = ('this is the validation split (validation seeds, the real take the '
+                    'learned models are selected on, never trained on: `training/splits.py`)')
+    text = (f'# {title}\n\nGenerated by `{command}`: '
             f'{len(results)} cells ({len(SCENARIOS)} simulated scenarios and {pieces} pieces '
             f'of real motion x trackers {", ".join(TRACKERS)} x {rates} Hz). Ratios are '
             "the method's figure over the raw input's on the same cell; the oracle is a "
             "fixed-gain alpha-beta filter tuned on each cell's truth, `lowpass_oracle` its "
             'offline counterpart (a zero-phase low-pass tuned on the truth: how much of the '
             'error any smoothing can remove, not a causal target); a `_optimised` row is '
-            "a classical method optimised on the learned models' training data and on this "
-            'loss (`training/tune_classical.py --real`), and the real pieces are held out of '
-            'all training and tuning (`training/splits.py`). The real pieces never span '
+            "a classical method optimised on the learned models' training and validation "
+            'data and on this loss (`training/tune_classical.py --real`), and '
+            f'{held_out}. The real pieces never span '
             'a gap of the recorded truth, and the motion-capture jitter is '
             f'taken out of the truth (zero-phase low-pass at {TRUTH_CUTOFF_HZ:g} Hz, '
             '`denoised_truth`). The per-tracker columns are geometric means of the screen '
             'ratio; still jitter: screen_jitter_still_px over raw on the cells at '
             f'{STILL_MIN_RATE_HZ:g} Hz and above with holds.\n\n'
             + table(figures) + '\n')
-    figure = Path(args.out).parent / 'figures' / 'matrix_tradeoff.png'
+    figure = out.parent / 'figures' / f'{out.stem}_tradeoff.png'
     figure.parent.mkdir(parents=True, exist_ok=True)
     tradeoff_figure(figures, figure)
     text += f'\n![quality against still jitter and harm](figures/{figure.name})\n'
-    Path(args.out).write_text(text)
+    out.write_text(text)
     print(text)
     return 0
 

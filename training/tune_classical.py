@@ -2,10 +2,10 @@
 Tune the default parameters of the classical smoothers over a training tracker matrix.
 
 Takes: every simulated scenario (TAKE_SECONDS, training seeds only) and, with `--real`,
-the pieces of the real training takes (splits.REAL_TRAIN_TAKES: the learned models' real
-data; the matrix's real takes are never seen) x the trackers and rates of the tracker
-matrix (training/matrix.py). Each method's parameters
-are searched jointly, on log10 scales, by Nelder-Mead from the current defaults, to
+the pieces of the real takes the learned models were trained and selected on
+(splits.REAL_TRAIN_TAKES and REAL_VALIDATION_TAKES; the matrix's real takes are never
+seen) x the trackers and rates of the tracker matrix (training/matrix.py). Each method's
+parameters are searched jointly, on log10 scales, by Nelder-Mead from the current defaults, to
 minimise
 - the mean log of screen_rmse_px over raw (quality: the log of the geometric mean), plus
 - STILL_WEIGHT times the mean log of screen_jitter_still_px over raw on the cells at
@@ -38,7 +38,7 @@ from camstab_ros.core.simulation import add_tracker_noise, NOISE_PRESETS, SCENAR
 import numpy as np
 from scipy.optimize import minimize
 from training.matrix import RATES_HZ, RATIOS, real_pieces, STILL_MIN_RATE_HZ, TRACKERS
-from training.splits import REAL_TRAIN_TAKES, TRAIN_SEEDS
+from training.splits import REAL_TRAIN_TAKES, REAL_VALIDATION_TAKES, TRAIN_SEEDS
 
 
 TAKE_SECONDS = 12.0
@@ -55,14 +55,15 @@ SPACES = {
 
 
 def tuning_cells(real=False):
-    """Yield the noisy take of every training cell (real: with the real training pieces)."""
+    """Yield the noisy take of every training cell (real: with the real development pieces)."""
     for rate in RATES_HZ:
         motions = []
         for k, scenario in enumerate(SCENARIOS):
             truth = simulate(scenario, TAKE_SECONDS, rate, TRAIN_SEEDS[k], NOISE_PRESETS['none'])
             motions.append((truth.t, truth.truth_p, truth.truth_q))
         if real:
-            motions += [(t, p, q) for _, t, p, q in real_pieces(rate, REAL_TRAIN_TAKES)]
+            takes = REAL_TRAIN_TAKES + REAL_VALIDATION_TAKES
+            motions += [(t, p, q) for _, t, p, q in real_pieces(rate, takes)]
         for k, (t, p, q) in enumerate(motions):
             for j, tracker in enumerate(TRACKERS):
                 yield add_tracker_noise(t, p, q, NOISE_PRESETS[tracker],

@@ -10,8 +10,8 @@ neither can move a pose far:
   and the Kalman prediction (the estimate is their weighted mean, and the own filter's
   next state unless the measurement was passed through), never further than
   HOLD_CAP_SIGMA measured sigmas from the measurement;
-- `lstm` (the prototype's first model) moves the measurement by at most CAP_SIGMA
-  measured sigmas per axis.
+- `lstm` (the prototype's first model) moves the measurement a share of the way towards
+  the Kalman estimate per body axis, by at most CAP_SIGMA measured sigmas.
 
 `update()` runs one LSTM step per pose with the state carried (O(1) work). `smooth()`
 runs the Kalman pass pose by pose and the network (with `hybrid`'s own filter) over the
@@ -34,7 +34,8 @@ from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hybrid
                                                hybrid_features, hybrid_motion,
                                                hybrid_pose_features, hybrid_step,
                                                kalman_offset, kalman_pass, lstm_apply,
-                                               lstm_features, lstm_pose_features, rotate)
+                                               lstm_features, lstm_offset, lstm_pose_features,
+                                               rotate, towards_kalman)
 from camstab_ros.core.lstm_model import (chunked, chunks, default_model_dir, kalman_params,
                                          load_model, ModelError, run_chunked, unchunked)
 from camstab_ros.core.params import ParamSpec
@@ -220,8 +221,9 @@ class HybridSmoother(_LearnedSmoother):
 
 class LstmSmoother(_LearnedSmoother):
     name = 'lstm'
-    description = (f'LSTM on the raw stream: the measurement moved by at most {CAP_SIGMA:g} '
-                   "of the tracker's measured sigmas per axis")
+    description = ('LSTM on the raw stream: the measurement moved towards the Kalman '
+                   f"estimate, by at most {CAP_SIGMA:g} of the tracker's measured sigmas per "
+                   'axis')
 
     def _model_update(self, t, position, quaternion, previous_t):
         kf = self._kf
@@ -231,15 +233,21 @@ class LstmSmoother(_LearnedSmoother):
         out = self._network_step(features)
         if out is None or features[-1]:
             return Estimate(t, position, quaternion)
+        # Scalar form of towards_kalman and lstm_offset (the per-pose hot path).
         sigma_p, sigma_r = np.sqrt(kf.variance).tolist()
-        c = [CAP_SIGMA * math.tanh(v) for v in out]
-        shift = rotate(q, (c[0] * sigma_p, c[1] * sigma_p, c[2] * sigma_p))
-        rot = (c[3] * sigma_r, c[4] * sigma_r, c[5] * sigma_r)
-        return Estimate(t, position + shift, np.array(quat.compose_exp(q, rot)))
+        towards = (rotate(q, (kf.position - position).tolist(), inverse=True)
+                   + tuple(quat.log_relative(q, kf.output_q)))
+        offset = []
+        for i, (v, k) in enumerate(zip(out, towards)):
+            limit = CAP_SIGMA * (sigma_p if i < 3 else sigma_r)
+            offset.append(min(max(k * (0.5 + 0.5 * math.tanh(0.5 * v)), -limit), limit))
+        shift = rotate(q, offset[:3])
+        return Estimate(t, position + shift, np.array(quat.compose_exp(q, offset[3:])))
 
     def _model_smooth(self, t, p, q, record):
         features = lstm_features(t, p, q, record)
-        out, _ = self._network_batch(features)  # a non-finite row is 0: no correction
-        correction = CAP_SIGMA * np.tanh(out)
-        correction[features[:, -1] > 0.0] = 0.0
-        return lstm_apply(p, q, correction, record.sigma)
+        out, bad = self._network_batch(features)
+        offset = lstm_offset(out, towards_kalman(p, q, record.position, record.output_q),
+                             np.repeat(record.sigma, 3, axis=1))
+        offset[bad | (features[:, -1] > 0.0)] = 0.0
+        return lstm_apply(p, q, offset)

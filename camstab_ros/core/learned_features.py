@@ -19,8 +19,10 @@ model serves 0.02-5 mm trackers at 24-240 Hz, wherever the camera is.
   measurement take over. Where the Kalman filter
   restarts a group the own filter restarts too; where it passes a suspect measurement
   through, so does the own filter, whose state coasts on its prediction.
-- `lstm` (the prototype's first model) sees the raw measurement's frame-to-frame steps
-  and may move the measurement by at most CAP_SIGMA sigmas per axis (CAP_SIGMA * tanh).
+- `lstm` (the prototype's first model) sees the raw measurement's frame-to-frame steps.
+  It may only move the measurement towards the Kalman filter's estimate, a share of the
+  way per body axis (sigmoid of its output), and by at most CAP_SIGMA measured sigmas
+  (`lstm_offset`).
 
 FEATURE_DEFINITIONS and OUTPUT_DEFINITIONS go into every model card. `kalman_pass` and
 the `*_features` functions build whole takes' arrays (training, the offline fast path);
@@ -35,7 +37,7 @@ import numpy as np
 
 
 FEATURE_CLIP = 8.0
-# The lstm's correction: at most this many measured sigmas per axis.
+# The lstm's move towards the Kalman estimate: at most this many measured sigmas per axis.
 CAP_SIGMA = 4.0
 # The hybrid's move from the measurement: at most this many measured sigmas (3-axis norm).
 HOLD_CAP_SIGMA = 6.0
@@ -56,11 +58,11 @@ FEATURES = {'hybrid': HYBRID_FEATURES, 'lstm': LSTM_FEATURES}
 OUTPUTS = {
     'hybrid': (('own_position', '1'), ('kalman_position', '1'), ('own_orientation', '1'),
                ('kalman_orientation', '1')),
-    'lstm': (('correction_x', 'sigma'), ('correction_y', 'sigma'), ('correction_z', 'sigma'),
-             ('correction_rx', 'sigma'), ('correction_ry', 'sigma'),
-             ('correction_rz', 'sigma')),
+    'lstm': (('towards_kalman_x', '1'), ('towards_kalman_y', '1'), ('towards_kalman_z', '1'),
+             ('towards_kalman_rx', '1'), ('towards_kalman_ry', '1'),
+             ('towards_kalman_rz', '1')),
 }
-ACTIVATIONS = {'hybrid': 'softmax over (0, own, kalman) per group', 'lstm': 'tanh'}
+ACTIVATIONS = {'hybrid': 'softmax over (0, own, kalman) per group', 'lstm': 'sigmoid'}
 FEATURE_DEFINITIONS = {
     'hybrid': ('The Kalman filter (card "kalman") is stepped on the measurement; sigma_p, '
                'sigma_r = sqrt of its measurement noise R per group. innovation = '
@@ -88,8 +90,11 @@ OUTPUT_DEFINITIONS = {
                'own and the Kalman prediction. A group the Kalman filter restarted: d = 0; '
                'passed through: estimate = measurement, d_k = e_k (the state coasts). A '
                'non-finite output: the Kalman estimate, d taken from it.'),
-    'lstm': (f'correction c = {CAP_SIGMA:g} tanh(network output) per axis in sigmas; '
-             'estimate = (p + R(q) c_p sigma_p, q exp(c_r sigma_r))'),
+    'lstm': ('k = the Kalman estimate (p_f, q_f) minus the measurement in its body frame: '
+             '(R(q)^T (p_f - p), log(q^-1 q_f)); per axis offset = sigmoid(network output) '
+             f'x k, clipped to +-{CAP_SIGMA:g} measured sigmas (sigma_p, sigma_r); estimate = '
+             '(p + R(q) offset_p, q exp(offset_r)): between the measurement and the Kalman '
+             'estimate on every body axis. None where the features say restarted.'),
 }
 
 
@@ -280,10 +285,30 @@ def kalman_offset(p, q, kalman_p, kalman_q):
     return np.column_stack([kalman_p - p, rotation])
 
 
-def lstm_apply(p, q, correction, sigma):
-    """Return the lstm estimate: measurements moved by body-frame corrections in sigmas."""
-    shift = rotate(columns(q), columns(correction[:, :3] * sigma[:, :1]))
-    out_q = quat.multiply(q, quat.exp_map(correction[:, 3:] * sigma[:, 1:]))
+def towards_kalman(p, q, kalman_p, kalman_q):
+    """Return `kalman_offset` (N, 6) with its position in the measurement's body frame."""
+    offset = kalman_offset(p, q, kalman_p, kalman_q)
+    position = rotate(columns(q), columns(offset[:, :3]), inverse=True)
+    return np.column_stack([np.column_stack(position), offset[:, 3:]])
+
+
+def lstm_offset(out, towards, sigma):
+    """
+    Return the lstm's body-frame move (..., 6) of the measurement.
+
+    out: network outputs (..., 6); towards: `towards_kalman` (..., 6); sigma: the measured
+    sigma per axis (..., 6). The move is a share sigmoid(out) of the way to the Kalman
+    estimate per axis, clipped to CAP_SIGMA sigmas.
+    """
+    limit = CAP_SIGMA * sigma
+    share = 0.5 + 0.5 * np.tanh(0.5 * out)
+    return np.clip(share * towards, -limit, limit)
+
+
+def lstm_apply(p, q, offset):
+    """Return the lstm estimate: measurements moved by body-frame offsets (N, 6)."""
+    shift = rotate(columns(q), columns(offset[:, :3]))
+    out_q = quat.multiply(q, quat.exp_map(offset[:, 3:]))
     return p + np.column_stack(shift), quat.make_continuous(out_q)
 
 
