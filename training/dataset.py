@@ -89,8 +89,8 @@ def make_take(seed, real_takes):
     rate = math.exp(rng.uniform(*np.log(RATES_HZ)))
     speed = math.exp(rng.uniform(*np.log(SPEED_RANGE)))
     # The motion is sampled at rate / speed and played `speed` times faster: the tracker
-    # reports it at `rate`. Source rates are whole multiples of 4 Hz (the real motion is
-    # resampled once per source rate).
+    # reports it at `rate`, to the rounding of the source rate to a whole multiple of 4 Hz
+    # (the real motion is resampled once per source rate; 22-241 Hz in all).
     source_rate = float(4 * max(round(rate / speed / 4), 1))
     pieces = (_real_motion(source_rate, tuple(real_takes))
               if real_takes and rng.random() < REAL_SHARE else [])

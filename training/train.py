@@ -44,9 +44,10 @@ METRIC_SCENARIO_SECONDS = 20.0
 METRIC_RATE_HZ = 60.0
 # Loss: mean over windows of the log of the screen error energy over raw's, plus
 # jitter_weight x the same of its frame-to-frame change, plus HARM_WEIGHT x the squared
-# excess over raw of the screen error, its change, and the position and rotation errors
-# apart (a window made worse costs far more than a window made better earns, and the
-# screen, which hardly sees position, cannot buy rotation with position).
+# log excess over raw (linear beyond HARM_LINEAR_FROM) of the screen error, its change,
+# and the position and rotation errors apart (a window made worse costs far more than a
+# window made better earns, and the screen, which hardly sees position, cannot buy
+# rotation with position).
 HARM_WEIGHT = 12.0
 # Per model, chosen on the validation split (docs/design/learned_filters.md): the log excess
 # beyond which the harm term grows linearly, not squared (a window that a mis-measured
@@ -164,15 +165,17 @@ def lstm_offset_tf(tf, y_pred, loss_arrays):
     return tf.clip_by_value(tf.sigmoid(y_pred) * loss_arrays[..., 6:12], -limit, limit)
 
 
-def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT, harm_linear_from=math.inf):
+def make_loss(tf, method, jitter_weight, harm_weight=HARM_WEIGHT, harm_linear_from=None):
     """
     Return the loss on what the audience sees (see HARM_WEIGHT), per window then averaged.
 
     y_true packs the loss arrays of dataset.take_arrays (the measurement's error; for
     `lstm` the Kalman estimate's offset and the sigmas per axis) and a weight; y_pred is
     the hybrid's offset from the measurement (body frame) or the lstm network's linear
-    output.
+    output. harm_linear_from: default HARM_LINEAR_FROM of the method.
     """
+    if harm_linear_from is None:
+        harm_linear_from = HARM_LINEAR_FROM[method]
     m = tf.constant(screen_matrix(), dtype=tf.float32)
 
     def energy(e, weight, metric=m):
@@ -276,7 +279,7 @@ def main(argv=None):
     parser.add_argument('--jitter-weight', type=float, default=0.5,
                         help='weight of the frame-to-frame error change in the loss')
     parser.add_argument('--harm-weight', type=float, default=HARM_WEIGHT,
-                        help='weight of the squared excess over raw in the loss')
+                        help='weight of the harm term (squared log excess over raw)')
     parser.add_argument('--harm-linear-from', type=float,
                         help='log excess beyond which the harm term grows linearly '
                         '(default: HARM_LINEAR_FROM of the model; inf: squared throughout)')
@@ -294,6 +297,8 @@ def main(argv=None):
                            ('harm_linear_from', HARM_LINEAR_FROM)):
         if getattr(args, name) is None:
             setattr(args, name, defaults[args.model])
+    if not args.harm_linear_from > 0.0:
+        parser.error('--harm-linear-from must be above 0')
     started = time.time()
     out = Path(args.out) if args.out else ROOT / 'models' / args.model
     units = [int(u) for u in args.units.split(',')]
@@ -397,8 +402,11 @@ def main(argv=None):
             'loss': ('per window: log of the screen error energy over raw (linearised '
                      f'screen_errors of the standard view) + {args.jitter_weight:g} x the '
                      f'same of its frame-to-frame change + {args.harm_weight:g} x squared '
-                     f'log excess over raw (linear beyond {args.harm_linear_from:g}) of the '
-                     'screen error, its change, the position and the rotation error'),
+                     'log excess over raw'
+                     + ('' if math.isinf(args.harm_linear_from) else
+                        f' (linear beyond {args.harm_linear_from:g})')
+                     + ' of the screen error, its change, the position and the rotation '
+                     'error'),
             'epochs_run': len(history.history['loss']),
             'best_val_loss': float(min(history.history['val_loss'])),
             'batch': args.batch, 'learning_rate': args.learning_rate, 'patience': args.patience,

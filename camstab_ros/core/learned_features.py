@@ -94,7 +94,8 @@ OUTPUT_DEFINITIONS = {
              '(R(q)^T (p_f - p), log(q^-1 q_f)); per axis offset = sigmoid(network output) '
              f'x k, clipped to +-{CAP_SIGMA:g} measured sigmas (sigma_p, sigma_r); estimate = '
              '(p + R(q) offset_p, q exp(offset_r)): between the measurement and the Kalman '
-             'estimate on every body axis. None where the features say restarted.'),
+             'estimate on every body axis. Offset 0 where the features say restarted and for a '
+             'non-finite output.'),
 }
 
 
