@@ -156,7 +156,7 @@ def build(method, seeds, kalman_params, real_takes, workers=2):
 
     Return x (W, T, F), loss arrays (W, T, C), weight (W, T) and the number of poses.
     """
-    jobs = [(method, int(seed), tuple(real_takes), kalman_params) for seed in seeds]
+    jobs = [(method, int(seed), real_takes, kalman_params) for seed in seeds]
     xs, ys, ws = [], [], []
     poses = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:

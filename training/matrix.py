@@ -219,10 +219,9 @@ def run_cell(args):
     return name, tracker, rate, rows
 
 
-def cells(split='test', rows=None):
-    """Yield the arguments of every cell of a split: takes x trackers x rates."""
+def cells(split, rows):
+    """Yield the arguments of every cell of a split (takes x trackers x rates) to run rows."""
     seeds, real_takes = SPLITS[split]
-    rows = method_rows() if rows is None else rows
     for rate in RATES_HZ:
         takes = []
         for k, scenario in enumerate(SCENARIOS):
