@@ -23,7 +23,7 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'method', default_value='kalman',
             description='smoothing method of the stabiliser (a causal method: passthrough, '
-                        'ema, one_euro, kalman, fixed_lag, lstm, hybrid)'),
+                        'ema, one_euro, kalman, imm, fixed_lag, lstm, hybrid)'),
         DeclareLaunchArgument(
             'scenario', default_value='dolly',
             description='simulated camera move: locked_off, pan, tilt, dolly, crane, orbit, '

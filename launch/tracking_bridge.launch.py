@@ -24,7 +24,7 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'method', default_value='kalman',
             description='smoothing method (a causal method: passthrough, ema, one_euro, '
-                        'kalman, fixed_lag, lstm, hybrid)'),
+                        'kalman, imm, fixed_lag, lstm, hybrid)'),
         DeclareLaunchArgument(
             'input_protocol', default_value='freed',
             description='protocol the tracker sends: freed or opentrackio'),

@@ -16,7 +16,7 @@ import pytest
 
 TRACKERS = ('optical_fine', 'optical', 'inside_out')
 RATES_HZ = (60.0, 240.0)
-METHODS = ('kalman', 'fixed_lag', 'one_euro')
+METHODS = ('kalman', 'imm', 'fixed_lag', 'one_euro')
 # The shipped learned models: bounded, trained on every kind of tracker (issue 11); their
 # worst cell on the tracker matrix (README; real handheld motion and 25 Hz included) is
 # 1.011x raw (hybrid) and 1.009x (lstm).

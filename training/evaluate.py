@@ -28,7 +28,8 @@ from training.splits import TEST_SEEDS
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / 'shared' / 'data' / 'real'
-METHODS = ('passthrough', 'ema', 'one_euro', 'kalman', 'fixed_lag', 'lstm', 'hybrid', 'rts')
+METHODS = ('passthrough', 'ema', 'one_euro', 'kalman', 'imm', 'fixed_lag', 'lstm', 'hybrid',
+           'rts')
 LEARNED = ('lstm', 'hybrid')
 SECONDS, RATE_HZ = 20.0, 60.0
 COLUMNS = METRIC_NAMES + ('us_per_pose',)

@@ -51,6 +51,8 @@ SPACES = {
     'ema': ('time_constant_s', 'rot_time_constant_s'),
     'one_euro': ('min_cutoff', 'beta', 'rot_min_cutoff', 'rot_beta'),
     'kalman': ('process_noise', 'rot_process_noise', 'maneuver_threshold'),
+    'imm': ('hold_process_noise', 'move_process_noise', 'rot_hold_process_noise',
+            'rot_move_process_noise', 'mean_hold_s', 'mean_move_s'),
 }
 
 

@@ -5,13 +5,14 @@ An explicit table (baseline, classical, Kalman family, learned): importing it im
 every method module, and no method module imports it.
 """
 from camstab_ros.core.classical import ExponentialMovingAverage, OneEuro, Passthrough
+from camstab_ros.core.imm import Imm
 from camstab_ros.core.kalman import FixedLagKalman, Kalman, RauchTungStriebel
 from camstab_ros.core.learned import HybridSmoother, LstmSmoother
 from camstab_ros.core.params import ParameterError
 
 
 METHODS = {cls.name: cls for cls in (
-    Passthrough, ExponentialMovingAverage, OneEuro, Kalman, FixedLagKalman,
+    Passthrough, ExponentialMovingAverage, OneEuro, Kalman, Imm, FixedLagKalman,
     RauchTungStriebel, LstmSmoother, HybridSmoother)}
 
 
