@@ -1,6 +1,5 @@
 """The two-mode IMM filter: equal to filterpy's IMMEstimator, robust like `kalman`."""
 import math
-import time
 
 from camstab_ros.core.imm import Imm, START_MODE_PROBABILITY
 from camstab_ros.core.kalman import REFERENCE_VARIANCE, START_DERIVATIVE_STD
@@ -65,23 +64,6 @@ def test_position_equals_filterpy_imm_estimator():
     assert np.std(np.diff(est_p[hold, 0])) < 0.3 * np.std(np.diff(p[hold, 0]))
     move = (t > 1.3) & (t < 1.9)
     assert np.max(np.abs(est_p[move, 0] - (t[move] - 1.0))) < 4 * SIGMA_M
-
-
-def test_batched_imm_is_cheaper_than_filterpy():
-    """The reason the IMM is not filterpy's: the cost ratio, printed (not asserted)."""
-    t, p = pan_positions(600)
-    q = np.tile([0.0, 0.0, 0.0, 1.0], (len(t), 1))
-    smoother = Imm(measurement_noise_m=SIGMA_M, measurement_noise_deg=0.01)
-    start = time.perf_counter()
-    smoother.smooth(t, p, q)
-    ours = time.perf_counter() - start
-    start = time.perf_counter()
-    filterpy_imm(smoother.params, t, p)
-    theirs = time.perf_counter() - start
-    # filterpy's figure covers position only; ours both groups.
-    print(f'imm per pose: {1e6 * ours / len(t):.0f} us (both groups), filterpy IMMEstimator '
-          f'{1e6 * theirs / len(t):.0f} us (position only), ratio {theirs / ours:.2f}')
-    assert ours > 0.0 and theirs > 0.0
 
 
 def still_take(n=300, seed=5):

@@ -25,9 +25,10 @@ measurements (stats.resets). A gap longer than `dropout_timeout_s` restarts the 
 until the noise meter has a reading every measurement passes through.
 
 Why not filterpy's IMMEstimator: it holds one KalmanFilter object per mode and group and
-mixes them in Python loops; for the position group alone it takes about twice this batched
-filter's time for both groups (test_imm.py prints the ratio), and its fixed transition
-matrix cannot follow stamps that vary. test_imm checks that this filter equals it.
+mixes them in Python loops; for the position group alone it took 2.4-2.9x this batched
+filter's time for both groups (300-350 against 120 us per pose, 3000 poses, measured
+2026-12-03), and its fixed transition matrix cannot follow stamps that vary. test_imm.py
+checks that this filter equals it.
 """
 import math
 
@@ -43,10 +44,10 @@ import numpy as np
 
 
 HOLD, MOVE = 0, 1
-# The process noise defaults: training/tune_classical.py --methods imm --real, i.e.
-# optimised on the learned models' training and validation data and the tracker matrix's
-# loss (the fair baseline of issue 11; `kalman`'s defaults are tuned on simulated takes
-# only, its optimised values are the matrix's `kalman_optimised` row).
+# The defaults of the process noises and mode durations: training/tune_classical.py
+# --methods imm --real, i.e. optimised on the learned models' training and validation data
+# and the tracker matrix's loss (the fair baseline of issue 11; `kalman`'s defaults are
+# tuned on simulated takes only, its optimised values are the matrix's `kalman_optimised`).
 # Mode probabilities (hold, move) at a (re)start.
 START_MODE_PROBABILITY = (0.5, 0.5)
 # Smallest mode probability kept (a mode never dies out completely).
@@ -54,22 +55,22 @@ MIN_PROBABILITY = 1e-12
 
 IMM_PARAMS = {
     'hold_process_noise': ParamSpec(
-        6.811e-9, 'hold mode: spectral density of the white acceleration noise driving '
+        5.250e-9, 'hold mode: spectral density of the white acceleration noise driving '
         'position, for the reference tracker (0.5 mm), scaled with the measurement noise',
         'm^2/s^3', 1e-14, 1e12),
     'move_process_noise': ParamSpec(
-        5.680, 'move mode: the same, for a moving camera', 'm^2/s^3', 1e-14, 1e12),
+        2.513, 'move mode: the same, for a moving camera', 'm^2/s^3', 1e-14, 1e12),
     'rot_hold_process_noise': ParamSpec(
-        7.500e-10, 'hold mode: spectral density of the white angular acceleration noise, for '
+        3.545e-10, 'hold mode: spectral density of the white angular acceleration noise, for '
         'the reference tracker (0.02 deg), scaled with the measurement noise', 'rad^2/s^3',
         1e-14, 1e12),
     'rot_move_process_noise': ParamSpec(
-        7.113, 'move mode: the same, for a moving camera', 'rad^2/s^3', 1e-14, 1e12),
+        5.884, 'move mode: the same, for a moving camera', 'rad^2/s^3', 1e-14, 1e12),
     'mean_hold_s': ParamSpec(
-        2.0, 'mean duration of a hold: the hold mode switches to the move mode with '
+        37.76, 'mean duration of a hold: the hold mode switches to the move mode with '
         'probability 1 - exp(-dt / this) per frame', 's', 1e-3, 1e4),
     'mean_move_s': ParamSpec(
-        1.0, 'mean duration of a move (likewise)', 's', 1e-3, 1e4),
+        1.728, 'mean duration of a move (likewise)', 's', 1e-3, 1e4),
     **{name: KALMAN_PARAMS[name] for name in (
         'measurement_noise_m', 'measurement_noise_deg', 'gate_sigma', 'reset_jump_m',
         'reset_jump_deg', 'dropout_timeout_s')},
