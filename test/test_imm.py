@@ -106,3 +106,15 @@ def test_a_gap_restarts_and_the_noise_is_measured_for_any_tracker():
         assert smoother.stats.resets == 1
         ratios.append(np.std(est_p[250:], axis=0).mean() / np.std(p[250:], axis=0).mean())
     assert ratios[0] < 0.6 and abs(ratios[1] / ratios[0] - 1.0) < 0.2
+
+
+def test_a_spike_in_both_groups_is_one_outlier():
+    t, p, q = still_take()
+    p[200, 0] += 0.05
+    q[200] = [0.0, np.sin(np.radians(1.0)), 0.0, np.cos(np.radians(1.0))]
+    smoother = Imm()
+    out = [smoother.update(*row) for row in zip(t, p, q)]
+    np.testing.assert_array_equal(out[200].position, p[200])
+    np.testing.assert_allclose(out[200].quaternion, q[200], atol=1e-12)
+    np.testing.assert_allclose(out[201].quaternion, q[201], atol=1e-5)
+    assert smoother.stats.outliers == 1 and smoother.stats.resets == 0

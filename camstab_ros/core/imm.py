@@ -143,15 +143,15 @@ class ImmFilter:
         mu = np.maximum(mu / mu.sum(axis=1, keepdims=True), MIN_PROBABILITY)
         mu /= mu.sum(axis=1, keepdims=True)
         passed = [False, False]
+        spike = restart = False    # counted once per frame, whichever groups they hit
         for g in (POS, ROT):
             if not out[g]:
                 x[g], P[g], cbar[g] = x_new[g], P_new[g], mu[g]
-                if self._run[g]:
-                    self.stats.outliers += 1
+                spike |= self._run[g]
                 self._run[g] = False
             elif self._run[g]:
                 # Out of gate twice in a row: a jump that persisted, restart the group here.
-                self.stats.resets += 1
+                restart = True
                 self._run[g] = False
                 change = (position - self._previous_position if g == POS
                           else np.array(quat.log_relative(self._previous_q, q_meas)))
@@ -163,6 +163,8 @@ class ImmFilter:
             else:
                 # A spike or a move's first frame: out as measured, the modes coast.
                 self._run[g] = passed[g] = True
+        self.stats.outliers += spike
+        self.stats.resets += restart
         self.x, self.P, self.mu = x, P, cbar
         self._fold_orientation()
         self._previous_position, self._previous_q = position.copy(), q_meas
