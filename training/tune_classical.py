@@ -19,10 +19,13 @@ tracker noise (`kalman`'s measurement noise 'auto', `noise_scaling` 'auto').
     .venv/bin/python -m training.tune_classical [--methods ema,one_euro,kalman] [--json F]
     .venv/bin/python -m training.tune_classical --methods kalman --real \
         --json training/optimised_classical.json
+    .venv/bin/python -m training.tune_classical --methods imm --real   # imm's defaults
 
 Prints the tuned values. Without `--real` they are the PARAMS defaults in camstab_ros/core
 (see README); with it, the optimised baselines the tracker matrix reports beside the
-learned models (training.matrix.OPTIMISED_FILE: trained on the same data as they are).
+learned models (training.matrix.OPTIMISED_FILE: trained on the same data as they are),
+and for `imm`, the classical baseline with no other role, its PARAMS defaults. The search
+starts from the current defaults.
 """
 import argparse
 from concurrent.futures import ProcessPoolExecutor

@@ -15,20 +15,26 @@ As in `kalman`: the three axes of a group share the model; the orientation is a 
 body-frame rotation vector about a reference quaternion, folded into it after every step;
 the measurement noise R of a group is the noise meter's white reading ('auto', trusted
 less while moving under 60 Hz) and the process noise densities, stated for the reference
-tracker, scale with R / R_ref, so one setting serves every tracker. The mixture's spread
-between the modes is kept per axis (the axes share no dynamics, so their cross terms are
-dropped). Robustness, per group: an innovation beyond `gate_sigma` (Mahalanobis, 3
-degrees of freedom, under the move mode) or a jump beyond `reset_jump_*` goes out as
-measured while the modes coast; the next measurement back in the gate makes it a spike
-(stats.outliers), one still out restarts the group there with the rate of the last two
-measurements (stats.resets). A gap longer than `dropout_timeout_s` restarts the filter;
-until the noise meter has a reading every measurement passes through.
+tracker, scale with R / R_ref, so one setting serves every tracker. Each mode keeps one
+2 x 2 covariance per axis, and the mixture's spread between the modes is kept per axis:
+the cross-axis terms a full-state IMM picks up when it mixes are dropped (the axes share
+no dynamics). Where one axis moves they are zero and this filter equals filterpy's
+IMMEstimator to rounding; with all three axes noisy and moving it stays within a fifth
+of the noise sigma of it (test_imm.py; 0.02-0.08 sigma on five seeded takes).
+
+Robustness, per group: an innovation beyond `gate_sigma` (Mahalanobis, 3 degrees of
+freedom, under the move mode) or a jump beyond `reset_jump_*` goes out as measured while
+the modes coast; the next measurement back in the gate makes it a spike (stats.outliers,
+once per frame), one still out restarts the group there with the rate of the last two
+measurements (stats.resets, once per frame). A gap longer than `dropout_timeout_s`
+restarts the filter; until the noise meter has a reading every measurement passes through.
 
 Why not filterpy's IMMEstimator: it holds one KalmanFilter object per mode and group and
-mixes them in Python loops; for the position group alone it took 2.4-2.9x this batched
-filter's time for both groups (300-350 against 120 us per pose, 3000 poses, measured
-2026-12-03), and its fixed transition matrix cannot follow stamps that vary. test_imm.py
-checks that this filter equals it.
+mixes them in Python loops, and for stamps that vary its transition matrix and every
+filter's F and Q would be rebuilt per pose. Vectorised over groups, modes and axes in
+NumPy this filter took 120 us per pose for both groups where filterpy took 300-350 us
+for the position group alone (3000 poses, test_imm.filterpy_imm, measured once on
+2026-12-03).
 """
 import math
 
@@ -44,15 +50,15 @@ import numpy as np
 
 
 HOLD, MOVE = 0, 1
-# The defaults of the process noises and mode durations: training/tune_classical.py
-# --methods imm --real, i.e. optimised on the learned models' training and validation data
-# and the tracker matrix's loss (the fair baseline of issue 11; `kalman`'s defaults are
-# tuned on simulated takes only, its optimised values are the matrix's `kalman_optimised`).
 # Mode probabilities (hold, move) at a (re)start.
 START_MODE_PROBABILITY = (0.5, 0.5)
 # Smallest mode probability kept (a mode never dies out completely).
 MIN_PROBABILITY = 1e-12
 
+# The defaults of the process noises and mode durations: training/tune_classical.py
+# --methods imm --real, i.e. optimised on the learned models' training and validation data
+# and the tracker matrix's loss (the fair baseline of issue 11; `kalman`'s defaults are
+# tuned on simulated takes only, its optimised values are the matrix's `kalman_optimised`).
 IMM_PARAMS = {
     'hold_process_noise': ParamSpec(
         5.250e-9, 'hold mode: spectral density of the white acceleration noise driving '
@@ -83,8 +89,8 @@ class ImmFilter:
 
     State after `step()`: `x` (group, mode, [value, rate], axis), `P` (group, mode, axis,
     2, 2), `mu` (group, mode) the mode probabilities, `q` the reference orientation (x, y,
-    z, w tuple); `position`, `output_q` the estimate to emit and `variance` (2,) the
-    estimate's per-axis variance per group (m^2, rad^2).
+    z, w tuple); `position`, `output_q` the estimate to emit and `variance` (2, 3) the
+    estimate's variance per group and axis (m^2, rad^2).
     """
 
     def __init__(self, params, stats, meter=None):
@@ -223,11 +229,11 @@ class ImmFilter:
 
     @property
     def variance(self):
-        """Per group (2,), the per-axis variance of the estimate: m^2, rad^2."""
+        """Per group and axis (2, 3), the variance of the estimate: m^2, rad^2."""
         value = self.x[:, :, 0]                                    # (group, mode, axis)
         mean = (self.mu[:, :, None] * value).sum(axis=1)
         value_var = self.P[..., 0, 0] + (value - mean[:, None]) ** 2
-        return (self.mu[:, :, None] * value_var).sum(axis=(1, 2)) / 3.0
+        return (self.mu[:, :, None] * value_var).sum(axis=1)
 
     def _start(self, position, q):
         self.q = tuple(q.tolist())
@@ -269,5 +275,4 @@ class Imm(Smoother):
     def _update(self, t, position, quaternion):
         f = self._filter
         f.step(t, position, quaternion)
-        return Estimate(t, f.position, np.array(f.output_q),
-                        np.diag(np.repeat(f.variance, 3)))
+        return Estimate(t, f.position, np.array(f.output_q), np.diag(f.variance.ravel()))
