@@ -39,10 +39,8 @@ for the position group alone (3000 poses, test_imm.filterpy_imm, measured once o
 import math
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import (GAP_FACTOR, KALMAN_PARAMS, MEAN_INTERVAL_RATE, POS,
-                                     REFERENCE_VARIANCE, ROT, START_DERIVATIVE_STD,
-                                     UNMEASURED_VARIANCE)
-from camstab_ros.core.noise_meter import MOTION_FLOOR_RATE_HZ, NoiseMeter, trusted_sigma
+from camstab_ros.core.kalman import (KALMAN_PARAMS, MeasuredNoise, POS, REFERENCE_VARIANCE,
+                                     ROT, START_DERIVATIVE_STD)
 from camstab_ros.core.params import ParamSpec
 from camstab_ros.core.smoother import Estimate, Smoother
 from filterpy.common import Q_continuous_white_noise
@@ -100,18 +98,13 @@ class ImmFilter:
             [params['hold_process_noise'], params['move_process_noise']],
             [params['rot_hold_process_noise'], params['rot_move_process_noise']]])
         self._mean_s = (params['mean_hold_s'], params['mean_move_s'])
-        fixed = np.array([params['measurement_noise_m'],
-                          math.radians(params['measurement_noise_deg'])]) ** 2
-        self._auto = [bool(v == 0.0) for v in fixed]
-        self._meter = (meter or NoiseMeter()) if any(self._auto) else None
-        self._feeds_meter = meter is None
-        self._r = np.where(self._auto, UNMEASURED_VARIANCE, fixed)
+        self._noise = MeasuredNoise(params, stats, meter)
+        self._r = self._noise.variance  # R (2,), updated in place by the noise reading
         self._start_rate_var = np.array([START_DERIVATIVE_STD[g][0] ** 2 for g in (POS, ROT)])
         self._gate2 = params['gate_sigma'] ** 2
         self._jump2 = np.array([params['reset_jump_m'],
                                 math.radians(params['reset_jump_deg'])]) ** 2
         self._timeout = params['dropout_timeout_s']
-        self._mean_interval = None
         self.t = None
 
     def transition(self, dt):
@@ -124,14 +117,14 @@ class ImmFilter:
         if self.t is not None and not t > self.t:
             raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
         previous, self.t = self.t, t
-        measured = self._read_noise(previous, t, position, q)
+        measured = self._noise.read(previous, t, position, q, self._speeds)
         if previous is None or t - previous > self._timeout or not measured:
             if previous is not None and measured:
                 self.stats.resets += 1
             self._start(position, q)
             return
         dt = t - previous
-        self._count_gap(dt)
+        self._noise.count_interval(dt)
         x, P, cbar = self._mix_and_predict(dt)
         q_meas = tuple(q.tolist())
         z = np.array([position, quat.log_relative(self.q, q_meas)])
@@ -177,26 +170,9 @@ class ImmFilter:
         self.position = position.copy() if passed[POS] else self._mean_value(POS)
         self.output_q = q_meas if passed[ROT] else self.q
 
-    def _read_noise(self, previous, t, position, q):
-        """Feed (if owned) and read the noise meter into R; False until it has a reading."""
-        meter = self._meter
-        if meter is None:
-            return True
-        if self._feeds_meter:
-            if previous is not None and t - previous > self._timeout:
-                meter.restart()
-            meter.update(t, position, q)
-        if not meter.ready:
-            return False
-        sigmas = list(meter.sigmas())
-        if self._mean_interval is not None and self._mean_interval * MOTION_FLOOR_RATE_HZ > 1.0:
-            for g in (POS, ROT):
-                speed = float(np.linalg.norm(self.mu[g] @ self.x[g, :, 1]))
-                sigmas[g] = trusted_sigma(sigmas[g], self._mean_interval, speed, g)
-        for g in (POS, ROT):
-            if self._auto[g]:
-                self._r[g] = max(sigmas[g] * sigmas[g], UNMEASURED_VARIANCE)
-        return True
+    def _speeds(self):
+        """Return the mean speeds of the modes: position m/s, orientation rad/s."""
+        return [float(np.linalg.norm(self.mu[g] @ self.x[g, :, 1])) for g in (POS, ROT)]
 
     def _mix_and_predict(self, dt):
         """Mix the modes by their switching probabilities and predict over dt."""
@@ -243,7 +219,7 @@ class ImmFilter:
                            for g in (POS, ROT)]).copy()
         self.mu = np.array([START_MODE_PROBABILITY] * 2)
         self._run = [False, False]
-        self._mean_interval = None
+        self._noise.mean_interval = None
         self._previous_position, self._previous_q = position.copy(), self.q
         self.position, self.output_q = position.copy(), self.q
 
@@ -253,14 +229,6 @@ class ImmFilter:
         if dt is None:
             return np.diag([r, self._start_rate_var[group]])
         return np.array([[r, r / dt], [r / dt, 2.0 * r / dt ** 2]])
-
-    def _count_gap(self, dt):
-        if self._mean_interval is None:
-            self._mean_interval = dt
-        elif dt > GAP_FACTOR * self._mean_interval:
-            self.stats.coasted += 1
-        else:
-            self._mean_interval += MEAN_INTERVAL_RATE * (dt - self._mean_interval)
 
 
 class Imm(Smoother):

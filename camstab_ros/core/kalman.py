@@ -161,13 +161,8 @@ class PoseKalmanFilter:
         density = np.array([params['process_noise'], params['rot_process_noise']])
         self._q_coef = Q_continuous_white_noise(n, 1.0, 1.0)[None] * density[:, None, None]
         self._q_pow = 2 * n - 1 - row - col
-        fixed = np.array([params['measurement_noise_m'],
-                          math.radians(params['measurement_noise_deg'])]) ** 2
-        # Groups whose noise is 'auto' (0) take the noise meter's reading at every step.
-        self._auto = [bool(v == 0.0) for v in fixed]
-        self._meter = (meter or NoiseMeter()) if any(self._auto) else None
-        self._feeds_meter = meter is None
-        self._r = np.where(self._auto, UNMEASURED_VARIANCE, fixed)
+        self._noise = MeasuredNoise(params, stats, meter)
+        self._r = self._noise.variance  # R (2,), updated in place by the noise reading
         self._start_derivative_var = [[s * s for s in START_DERIVATIVE_STD[g][:n - 1]]
                                       for g in (POS, ROT)]
         self._motion_ratio2 = params['gate_motion_ratio'] ** 2
@@ -175,7 +170,6 @@ class PoseKalmanFilter:
         self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
         self._max_run = params['gate_max_consecutive']
         self._timeout = params['dropout_timeout_s']
-        self._mean_interval = None
         self._maneuver_rate = params['maneuver_rate']
         self._max_scale = params['maneuver_max_scale']
         self._threshold = params['maneuver_threshold']
@@ -199,26 +193,7 @@ class PoseKalmanFilter:
         if self.t is not None and not t > self.t:
             raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
         previous, self.t = self.t, t
-        meter = self._meter
-        if meter is not None:
-            if self._feeds_meter:
-                if previous is not None and t - previous > self._timeout:
-                    meter.restart()
-                meter.update(t, position, q)
-            measured = meter.ready
-            if measured:
-                sigma_p, sigma_r = meter.sigmas()
-                if self._mean_interval is not None and \
-                        self._mean_interval * MOTION_FLOOR_RATE_HZ > 1.0:
-                    speed_p, speed_r = np.linalg.norm(self.x[:, 1], axis=1).tolist()
-                    sigma_p = trusted_sigma(sigma_p, self._mean_interval, speed_p, POS)
-                    sigma_r = trusted_sigma(sigma_r, self._mean_interval, speed_r, ROT)
-                if self._auto[POS]:
-                    self._r[POS] = max(sigma_p * sigma_p, UNMEASURED_VARIANCE)
-                if self._auto[ROT]:
-                    self._r[ROT] = max(sigma_r * sigma_r, UNMEASURED_VARIANCE)
-        else:
-            measured = True
+        measured = self._noise.read(previous, t, position, q, self._speeds)
         if previous is None or t - previous > self._timeout or not measured:
             # Until the tracker's noise is measured the filter (re)starts at every
             # measurement: it passes them through.
@@ -227,7 +202,7 @@ class PoseKalmanFilter:
             self._start(position, q)
             return
         dt = t - previous
-        self._count_gap(dt)
+        self._noise.count_interval(dt)
         F = self.transition(dt)
         x = F @ self.x
         # The process noise is set for the reference tracker and scales with the
@@ -356,7 +331,7 @@ class PoseKalmanFilter:
         self.innovation = np.zeros((2, 3))
         self.gain = np.ones(2)
         self._run = 0
-        self._mean_interval = None
+        self._noise.mean_interval = None
         self._activity = self._r.tolist()
 
     def _anchor(self, x, P, group, value, change, dt):
@@ -379,13 +354,72 @@ class PoseKalmanFilter:
         return np.stack([np.diag([self._r[g]] + self._start_derivative_var[g])
                          for g in (POS, ROT)])
 
-    def _count_gap(self, dt):
-        if self._mean_interval is None:
-            self._mean_interval = dt
-        elif dt > GAP_FACTOR * self._mean_interval:
+    def _speeds(self):
+        """Return the filter's speeds: position m/s, orientation rad/s."""
+        return np.linalg.norm(self.x[:, 1], axis=1).tolist()
+
+
+class MeasuredNoise:
+    """
+    A pose filter's measurement noise R per group, and the running mean frame interval.
+
+    `variance` (2,) is R (m^2, rad^2): the configured noise, or for a group whose noise is
+    'auto' (0) the noise meter's white reading, trusted less while the camera moves under
+    MOTION_FLOOR_RATE_HZ (`trusted_sigma`). `mean_interval` is the running mean frame
+    interval (the filter sets it to None when it restarts); an interval longer than
+    GAP_FACTOR times it is a bridged gap (stats.coasted). Shared by the Kalman family and
+    `imm`.
+    """
+
+    def __init__(self, params, stats, meter=None):
+        """Read `meter` (fed by its owner); without one, feed a meter of its own."""
+        fixed = np.array([params['measurement_noise_m'],
+                          math.radians(params['measurement_noise_deg'])]) ** 2
+        self._auto = [bool(v == 0.0) for v in fixed]
+        self._meter = (meter or NoiseMeter()) if any(self._auto) else None
+        self._feeds_meter = meter is None
+        self._timeout = params['dropout_timeout_s']
+        self.variance = np.where(self._auto, UNMEASURED_VARIANCE, fixed)
+        self.stats = stats
+        self.mean_interval = None
+
+    def read(self, previous, t, position, q, speeds):
+        """
+        Take the measurement at t: feed the meter if owned, set R from its reading.
+
+        previous: the last measurement's stamp (None at the first); speeds(): the filter's
+        (position m/s, orientation rad/s) speeds. Return False while the meter has no
+        reading.
+        """
+        meter = self._meter
+        if meter is None:
+            return True
+        if self._feeds_meter:
+            if previous is not None and t - previous > self._timeout:
+                meter.restart()
+            meter.update(t, position, q)
+        if not meter.ready:
+            return False
+        sigma_p, sigma_r = meter.sigmas()
+        interval = self.mean_interval
+        if interval is not None and interval * MOTION_FLOOR_RATE_HZ > 1.0:
+            speed_p, speed_r = speeds()
+            sigma_p = trusted_sigma(sigma_p, interval, speed_p, POS)
+            sigma_r = trusted_sigma(sigma_r, interval, speed_r, ROT)
+        if self._auto[POS]:
+            self.variance[POS] = max(sigma_p * sigma_p, UNMEASURED_VARIANCE)
+        if self._auto[ROT]:
+            self.variance[ROT] = max(sigma_r * sigma_r, UNMEASURED_VARIANCE)
+        return True
+
+    def count_interval(self, dt):
+        """Take the interval dt (s) to this measurement into the running mean."""
+        if self.mean_interval is None:
+            self.mean_interval = dt
+        elif dt > GAP_FACTOR * self.mean_interval:
             self.stats.coasted += 1
         else:
-            self._mean_interval += MEAN_INTERVAL_RATE * (dt - self._mean_interval)
+            self.mean_interval += MEAN_INTERVAL_RATE * (dt - self.mean_interval)
 
 
 def _covariance_6x6(P):
