@@ -9,6 +9,8 @@ parameter file must be the rendering of every node's parameter specs.
 import ast
 import re
 import runpy
+import subprocess
+import sys
 
 from camstab_ros.nodes import camera_stabilizer, jitter_simulator, tracking_bridge
 from camstab_ros.tools import demo, params_yaml
@@ -227,6 +229,20 @@ def test_rviz_shows_truth_noisy_and_stabilised_in_the_poses_frame():
 def test_params_yaml_is_the_rendering_of_the_parameter_specs():
     assert PARAMS.read_text() == params_yaml.render(), (
         'config/params.yaml is stale: run python -m camstab_ros.tools.params_yaml')
+
+
+def test_params_yaml_tool_checks_without_writing_and_refuses_bad_options(monkeypatch, capsys):
+    before = PARAMS.read_bytes()
+    tool = [sys.executable, '-m', 'camstab_ros.tools.params_yaml']
+    runs = {args: subprocess.run(tool + [args], capture_output=True, text=True, timeout=60)
+            for args in ('--help', '--check', '--bogus')}
+    assert runs['--help'].returncode == 0 and '--check' in runs['--help'].stdout
+    assert runs['--check'].returncode == 0 and 'up to date' in runs['--check'].stdout
+    assert runs['--bogus'].returncode == 2
+    monkeypatch.setattr(params_yaml, 'render', lambda: 'stale\n')
+    assert params_yaml.main(['--check']) == 1
+    assert 'is stale' in capsys.readouterr().err
+    assert PARAMS.read_bytes() == before
 
 
 def test_every_node_of_the_package_is_in_params_yaml(setup_kwargs):

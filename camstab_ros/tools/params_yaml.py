@@ -1,8 +1,10 @@
 """
 Render config/params.yaml from the nodes' parameter specs, so it never goes stale.
 
-.venv/bin/python -m camstab_ros.tools.params_yaml   # rewrites config/params.yaml
+.venv/bin/python -m camstab_ros.tools.params_yaml           # rewrites config/params.yaml
+.venv/bin/python -m camstab_ros.tools.params_yaml --check   # exit 1 if it is stale
 """
+import argparse
 from pathlib import Path
 import sys
 import textwrap
@@ -65,10 +67,24 @@ def render():
     return HEADER + '\n' + '\n\n'.join(blocks) + '\n'
 
 
-def main():
-    """Rewrite config/params.yaml of the source tree."""
+def main(argv=None):
+    """Rewrite config/params.yaml of the source tree (or, with --check, compare it)."""
+    parser = argparse.ArgumentParser(
+        prog='python -m camstab_ros.tools.params_yaml',
+        description="Render config/params.yaml from the nodes' parameter specs.")
+    parser.add_argument('--check', action='store_true',
+                        help='write nothing; exit 1 if the file differs from the rendering')
+    args = parser.parse_args(argv)
     path = Path(__file__).resolve().parents[2] / 'config' / 'params.yaml'
-    path.write_text(render())
+    text = render()
+    if args.check:
+        if path.read_text() != text:
+            print(f'{path} is stale: run python -m camstab_ros.tools.params_yaml',
+                  file=sys.stderr)
+            return 1
+        print(f'{path} is up to date')
+        return 0
+    path.write_text(text)
     print(f'wrote {path}')
     return 0
 
