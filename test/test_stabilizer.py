@@ -242,6 +242,23 @@ def test_the_batched_fast_path_equals_the_pose_by_pose_path(method):
         [quaternions[i] for i in valid]), axis=1)), 1.0, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize('method', ('lstm', 'hybrid'))
+def test_a_learned_method_without_its_model_runs_kalman_on_both_paths(method, tmp_path):
+    # Its fallback reads the pipeline's noise meter, which the fast path feeds in smooth().
+    t, p, q = hostile_stream(600)
+    missing = str(tmp_path / 'nowhere')
+    expected = st.stabilize_take(st.Stabilizer(make_smoother('kalman')), t, p, q)
+    positions, _ = node_path(st.Stabilizer(make_smoother(method, model_path=missing)), t, p, q)
+    stabilizer = st.Stabilizer(make_smoother(method, model_path=missing))
+    result = st.stabilize_take(stabilizer, t, p, q)
+    assert stabilizer.smoother.fallback and stabilizer.stats.resets >= 1
+    np.testing.assert_array_equal(result.p, expected.p)
+    np.testing.assert_array_equal(result.q, expected.q)
+    valid = sorted(positions)
+    np.testing.assert_array_equal(result.p[valid], np.array([positions[i] for i in valid]))
+    assert result.tracker_noise == expected.tracker_noise != 'measuring'
+
+
 def test_a_stamp_gap_resets_every_method_as_a_pause_in_arrivals_does(take):
     # The node resets on a pause in arrivals (idle) whatever the method; a stamp gap in a
     # file must do the same, or `camstab smooth` would not be what the node does.

@@ -1,10 +1,11 @@
 """
 Learned smoothers `lstm` and `hybrid`: an LSTM run from exported weights with NumPy, bounded.
 
-Both run beside the Kalman filter of their model card, which measures the tracker's
-noise, gates spikes and restarts after gaps; the networks see the stream in units of
-that measured noise (learned_features), so one model serves any tracker and rate, and
-neither can move a pose far:
+Both run beside the Kalman filter of their model card, which reads the tracker's noise
+(the pipeline's meter in the stabiliser, else a meter of its own), gates spikes and
+restarts after gaps; the networks see the stream in units of that measured noise
+(learned_features), so one model serves any tracker and rate, and neither can move a
+pose far:
 - `hybrid` runs a filter of its own beside the Kalman filter, predicting with the Kalman
   filter's velocity; per group the network weighs the measurement, the own prediction
   and the Kalman prediction (the estimate is their weighted mean, and the own filter's
@@ -39,7 +40,7 @@ from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hybrid
 from camstab_ros.core.lstm_model import (chunked, chunks, default_model_dir, kalman_params,
                                          load_model, ModelError, run_chunked, unchunked)
 from camstab_ros.core.params import ParamSpec
-from camstab_ros.core.smoother import Estimate, Smoother
+from camstab_ros.core.smoother import Estimate, Smoother, stack
 import numpy as np
 
 
@@ -104,12 +105,13 @@ class _LearnedSmoother(Smoother):
         """Run one LSTM step on one pose's features; return its output, or None if non-finite."""
         model = self.model
         out, state = model.network.step(model.normalize(features), self._state)
-        if not np.all(np.isfinite(out)):
+        out = out.tolist()
+        if not all(map(math.isfinite, out)):
             self._count_nonfinite(1)
             self._state = model.network.initial_state()
             return None
         self._state = state
-        return out.tolist()
+        return out
 
     def _network_batch(self, features):
         """Return the outputs (N, k) over a take and the mask of non-finite rows (set to 0)."""
@@ -128,9 +130,20 @@ class _LearnedSmoother(Smoother):
         return self._model_update(t, position, quaternion, previous_t)
 
     def smooth(self, t, p, q, progress=None):
-        """Whole take, batched (see the module docstring); forgets any earlier updates."""
+        """
+        Whole take, batched (see the module docstring); forgets any earlier updates.
+
+        An attached noise meter is fed pose by pose, as the pipeline feeds it for update().
+        """
         self.reset()
-        if self._fallback is not None or len(t) == 0:
+        if self._fallback is not None and self.noise_meter is not None:
+            rows = zip(t, p, q)
+            estimates = []
+            for row in (progress(rows) if progress else rows):
+                self.noise_meter.update(*row)
+                estimates.append(self.update(*row))
+            result = stack(estimates)
+        elif self._fallback is not None or len(t) == 0:
             result = super().smooth(t, p, q, progress)
         else:
             t = np.asarray(t, dtype=float)

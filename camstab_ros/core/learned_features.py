@@ -147,12 +147,19 @@ class KalmanRecord:
 
 
 def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
-    """Run the forward Kalman filter over a take; return its KalmanRecord."""
+    """
+    Run the forward Kalman filter over a take; return its KalmanRecord.
+
+    meter: a NoiseMeter the pass feeds pose by pose and the filter reads (the pipeline's);
+    None: the filter feeds a meter of its own.
+    """
     kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats(), meter)
     n = len(t)
     record = KalmanRecord(n)
     rows = range(n)
     for k in (progress(rows) if progress else rows):
+        if meter is not None:
+            meter.update(t[k], p[k], q[k])
         kf.step(t[k], p[k], q[k])
         record.position[k] = kf.position
         record.output_q[k] = kf.output_q

@@ -50,6 +50,7 @@ HOLD_BLOCK_S = 4.0
 HOLD_PARTS = 4
 STILL_SPEED = (STILL_SPEED_M_S, STILL_SPEED_RAD_S)
 HOLD_BLOCKS = 8
+_GATE_MAD = GATE_SIGMA / MAD_PER_SIGMA
 
 
 class NoiseMeter:
@@ -114,7 +115,9 @@ class NoiseMeter:
 
     def update(self, t, position, quaternion):
         """Take one valid measurement (stamps increasing, unit quaternion)."""
-        q = tuple(quaternion)
+        # Python floats: scalar arithmetic on NumPy scalars costs several times as much.
+        t = float(t)
+        position, q = _floats(position), tuple(_floats(quaternion))
         if self._last_q is None:
             self._angle = (0.0, 0.0, 0.0)
         else:
@@ -206,8 +209,11 @@ class NoiseMeter:
                 self._startup = []
             return
         mads = self._mad
-        limit = GATE_SIGMA / MAD_PER_SIGMA
-        gated = any(za > limit * mad for za, mad in zip(z, mads))
+        gated = False
+        for za, mad in zip(z, mads):
+            if za > _GATE_MAD * mad:
+                gated = True
+                break
         self._gated += min(dt, 1.0) * ((1.0 if gated else 0.0) - self._gated)
         if gated and self._gated <= MAX_GATED_SHARE:
             return
@@ -220,6 +226,11 @@ class NoiseMeter:
         if self._mad is None:
             return None
         return sum(self._mad[start:start + 3]) / (3 * MAD_PER_SIGMA)
+
+
+def _floats(values):
+    """Return a sequence of numbers (an array, list or tuple) as a list of Python floats."""
+    return values.tolist() if isinstance(values, np.ndarray) else [float(v) for v in values]
 
 
 # Unit-gain divided-difference weights by the frame intervals (in microseconds): a tracker

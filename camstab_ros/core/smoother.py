@@ -51,7 +51,8 @@ class Smoother:
       runs `kalman` instead says so here.
     A method that uses the tracker's measured noise feeds its own `NoiseMeter`, unless the
     pipeline attaches its meter (`attach_noise_meter`), which it then reads and keeps over
-    resets.
+    resets. The pipeline feeds that meter before each `update()`; a batched `smooth()`
+    feeds it itself, pose by pose (the pipeline restarts it first, as after a gap).
     """
 
     name = ''

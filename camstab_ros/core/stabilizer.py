@@ -755,12 +755,12 @@ def _streamed_take(stabilizer, t, p, q, switches, progress):
 
 def _share_noise_meter(smoother, meter):
     """
-    Let a streaming causal smoother read the pipeline's noise meter.
+    Let a causal smoother read the pipeline's noise meter.
 
     One meter per stream (its reading survives smoother resets and switches) and none
-    fed twice. Batched and offline smoothers run a take at once and keep their own.
+    fed twice. Offline smoothers run a take at once and keep their own.
     """
-    if smoother.causal and not smoother.batched:
+    if smoother.causal:
         smoother.attach_noise_meter(meter)
 
 
@@ -783,7 +783,10 @@ def _batched_take(stabilizer, t, p, q, progress):
     out_p, out_q = np.zeros((len(t), 3)), np.zeros((len(t), 4))
     smoother = stabilizer.smoother
     for piece in np.split(rows, starts):
-        stabilizer.noise.update_take(t[piece], p[piece], q_unit[piece])
+        if smoother.noise_meter is stabilizer.noise:  # smooth() feeds it, pose by pose
+            stabilizer.noise.restart()
+        else:
+            stabilizer.noise.update_take(t[piece], p[piece], q_unit[piece])
         smoother.reset()
         _, sp, sq = smoother.smooth(t[piece], p[piece], q_unit[piece], progress=progress)
         if len(sp) != len(piece):
