@@ -441,12 +441,13 @@ def test_until_the_noise_is_measured_measurements_pass_through():
     assert not np.allclose(p_s[10:], p[10:])
 
 
-def test_the_pipeline_keeps_its_noise_reading_over_a_smoother_reset():
+@pytest.mark.parametrize('method', ('kalman', 'lstm', 'hybrid'))
+def test_the_pipeline_keeps_its_noise_reading_over_a_smoother_reset(method):
     from camstab_ros.core.stabilizer import Stabilizer
     t = regular_stamps(400)
     _, _, p, q = noisy_take(t)
     t[200:] += 1.0  # a pause longer than dropout_timeout_s: the smoother restarts
-    stabilizer = Stabilizer(make_smoother('kalman'))
+    stabilizer = Stabilizer(make_smoother(method))
     out = []
     for i in range(len(t)):
         _, outputs = stabilizer.process(t[i], p[i], q[i], i)

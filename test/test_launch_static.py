@@ -231,18 +231,22 @@ def test_params_yaml_is_the_rendering_of_the_parameter_specs():
         'config/params.yaml is stale: run python -m camstab_ros.tools.params_yaml')
 
 
-def test_params_yaml_tool_checks_without_writing_and_refuses_bad_options(monkeypatch, capsys):
-    before = PARAMS.read_bytes()
+def test_params_yaml_tool_checks_without_writing_and_refuses_bad_options(
+        monkeypatch, capsys, tmp_path):
     tool = [sys.executable, '-m', 'camstab_ros.tools.params_yaml']
-    runs = {args: subprocess.run(tool + [args], capture_output=True, text=True, timeout=60)
+    runs = {args: subprocess.run(tool + [args], capture_output=True, text=True, timeout=60,
+                                 cwd=PROJECT)
             for args in ('--help', '--check', '--bogus')}
     assert runs['--help'].returncode == 0 and '--check' in runs['--help'].stdout
     assert runs['--check'].returncode == 0 and 'up to date' in runs['--check'].stdout
     assert runs['--bogus'].returncode == 2
-    monkeypatch.setattr(params_yaml, 'render', lambda: 'stale\n')
+    stale = tmp_path / 'params.yaml'
+    stale.write_text('stale\n')
+    monkeypatch.setattr(params_yaml, 'PARAMS_PATH', stale)
     assert params_yaml.main(['--check']) == 1
     assert 'is stale' in capsys.readouterr().err
-    assert PARAMS.read_bytes() == before
+    assert stale.read_text() == 'stale\n'
+    assert params_yaml.main([]) == 0 and stale.read_text() == params_yaml.render()
 
 
 def test_every_node_of_the_package_is_in_params_yaml(setup_kwargs):

@@ -203,8 +203,8 @@ class PoseKalmanFilter:
             return
         dt = t - previous
         self._noise.count_interval(dt)
-        # dt ** k for every power in F and Q, taken from one list (the same values as
-        # dt ** self._f_pow and dt ** self._q_pow, at under half the cost).
+        # dt ** k for every power in F and Q, taken from one list (dt ** self._f_pow and
+        # dt ** self._q_pow to rounding, at under half the cost).
         powers = np.array([dt ** k for k in range(2 * self.n)])
         F = self._f_coef * powers[self._f_pow]
         x = F @ self.x
@@ -301,7 +301,7 @@ class PoseKalmanFilter:
         """
         undo = []
         # Python floats: NumPy scalars cost several times as much in this arithmetic.
-        predicted, r, q = P_pred[:, 0, 0].tolist(), self._r.tolist(), Q[:, 0, 0].tolist()
+        predicted, r, q00 = P_pred[:, 0, 0].tolist(), self._r.tolist(), Q[:, 0, 0].tolist()
         for g in (POS, ROT):
             expected = predicted[g] + r[g]
             observed = min(yy[g] / 3.0, self._gate2 * expected)
@@ -309,7 +309,7 @@ class PoseKalmanFilter:
             self._activity[g] += self._maneuver_rate * (observed - self._activity[g])
             deficit = self._activity[g] - self._threshold * expected
             if deficit > 0.0:
-                widening = (min(1.0 + deficit / q[g], self._max_scale) - 1.0) * Q[g]
+                widening = (min(1.0 + deficit / q00[g], self._max_scale) - 1.0) * Q[g]
                 P_pred[g] += widening
                 undo[g] = (undo[g][0], widening)
         return undo

@@ -40,7 +40,7 @@ from camstab_ros.core.learned_features import (CAP_SIGMA, HOLD_CAP_SIGMA, hybrid
 from camstab_ros.core.lstm_model import (chunked, chunks, default_model_dir, kalman_params,
                                          load_model, ModelError, run_chunked, unchunked)
 from camstab_ros.core.params import ParamSpec
-from camstab_ros.core.smoother import Estimate, Smoother, stack
+from camstab_ros.core.smoother import Estimate, Smoother
 import numpy as np
 
 
@@ -136,14 +136,7 @@ class _LearnedSmoother(Smoother):
         An attached noise meter is fed pose by pose, as the pipeline feeds it for update().
         """
         self.reset()
-        if self._fallback is not None and self.noise_meter is not None:
-            rows = zip(t, p, q)
-            estimates = []
-            for row in (progress(rows) if progress else rows):
-                self.noise_meter.update(*row)
-                estimates.append(self.update(*row))
-            result = stack(estimates)
-        elif self._fallback is not None or len(t) == 0:
+        if self._fallback is not None or len(t) == 0:
             result = super().smooth(t, p, q, progress)
         else:
             t = np.asarray(t, dtype=float)

@@ -1,8 +1,8 @@
 """
 What the learned methods see and how their outputs act: shared by run time and training.
 
-Both networks run beside the `kalman` filter of their model card (it measures the
-tracker's noise, gates spikes and restarts after gaps) and see only quantities in units
+Both networks run beside the `kalman` filter of their model card (it reads the tracker's
+noise meter, gates spikes and restarts after gaps) and see only quantities in units
 of the tracker's measured noise sigma (the filter's R), in the camera's body frame: one
 model serves 0.02-5 mm trackers at 24-240 Hz, wherever the camera is.
 

@@ -51,8 +51,8 @@ class Smoother:
       runs `kalman` instead says so here.
     A method that uses the tracker's measured noise feeds its own `NoiseMeter`, unless the
     pipeline attaches its meter (`attach_noise_meter`), which it then reads and keeps over
-    resets. The pipeline feeds that meter before each `update()`; a batched `smooth()`
-    feeds it itself, pose by pose (the pipeline restarts it first, as after a gap).
+    resets. The pipeline feeds that meter before each `update()`; `smooth()` feeds it
+    itself, pose by pose (the pipeline restarts it first, as after a gap).
     """
 
     name = ''
@@ -109,9 +109,12 @@ class Smoother:
         """
         Smooth a whole take: arrays t (N,), p (N, 3), q (N, 4) -> the same shapes.
 
-        progress: optional wrapper for the row iterator (e.g. a tqdm progress bar).
+        progress: optional wrapper for the row iterator (e.g. a tqdm progress bar). An
+        attached noise meter is fed each row before its update().
         """
         rows = zip(t, p, q)
+        if self.noise_meter is not None:
+            rows = _feeding(self.noise_meter, rows)
         estimates = [self.update(*row) for row in (progress(rows) if progress else rows)]
         estimates = [e for e in estimates if e is not None]
         estimates += self.flush()
@@ -122,6 +125,13 @@ class Smoother:
 
     def _update(self, t, position, quaternion):
         raise NotImplementedError
+
+
+def _feeding(meter, rows):
+    """Yield rows (t, position, quaternion), feeding each to meter first."""
+    for row in rows:
+        meter.update(*row)
+        yield row
 
 
 def stack(estimates):

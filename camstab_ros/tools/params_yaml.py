@@ -13,6 +13,8 @@ from camstab_ros.nodes import (camera_stabilizer, jitter_simulator, tracking_bri
                                tracking_receiver, tracking_sender)
 
 
+# The file rendered, in the source tree.
+PARAMS_PATH = Path(__file__).resolve().parents[2] / 'config' / 'params.yaml'
 # Every node of the package, in the order of the file.
 NODES = (camera_stabilizer.CameraStabilizerNode, jitter_simulator.JitterSimulatorNode,
          tracking_receiver.FreedReceiverNode, tracking_sender.FreedSenderNode,
@@ -75,7 +77,7 @@ def main(argv=None):
     parser.add_argument('--check', action='store_true',
                         help='write nothing; exit 1 if the file differs from the rendering')
     args = parser.parse_args(argv)
-    path = Path(__file__).resolve().parents[2] / 'config' / 'params.yaml'
+    path = PARAMS_PATH
     text = render()
     if args.check:
         if path.read_text() != text:
