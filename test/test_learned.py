@@ -9,6 +9,9 @@ non-finite outputs, invariance, smooth() vs update().
 import json
 import logging
 import shutil
+import subprocess
+import sys
+import threading
 import zipfile
 
 from camstab_ros.core import learned_features, lstm_model
@@ -17,7 +20,7 @@ from camstab_ros.core.kalman import POS
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.simulation import simulate, TrackerNoise
 from camstab_ros.core.smoother import stack
-from helpers import modules_loaded_by
+from helpers import modules_loaded_by, PROJECT
 import numpy as np
 import pytest
 
@@ -468,6 +471,76 @@ def test_chunked_smooth_stays_close_to_streaming_on_long_takes(method, monkeypat
     assert np.max(gap_mm[:2000]) < 1e-9
     assert np.max(gap_mm) < 0.01
     assert np.max(np.degrees(quat.angle_between(bq, sq))) < 1e-3
+
+
+# Run in a process of its own: the test runner's threads would make the pass run in one
+# piece (a threaded process never forks).
+PIECES_PROBE = """
+import json, sys
+import numpy as np
+from camstab_ros.core import learned_features as lf, quaternion as quat
+from camstab_ros.core.noise_meter import NoiseMeter
+from camstab_ros.core.simulation import NOISE_PRESETS, simulate
+from camstab_ros.core.smoother import SmootherStats
+from training.train import STAGE_KALMAN
+lf.PASS_WARMUP_S = 10.0
+take = simulate('handheld', seconds=90.0, rate_hz=120.0, seed=5, noise=NOISE_PRESETS['stress'])
+q = quat.make_continuous(quat.normalize(take.noisy_q))
+out = {}
+for pieces in (1, 3):
+    stats, meter, ticks = SmootherStats(), NoiseMeter(), []
+    def progress(rows):
+        for row in rows:
+            ticks.append(row)
+            yield row
+    record = lf.kalman_pass(STAGE_KALMAN, take.t, take.noisy_p, q, stats, meter, progress,
+                            pieces=pieces)
+    out[pieces] = (record, stats.as_dict(), meter.reading(), len(ticks))
+one, three = out[1], out[3]
+print(json.dumps({
+    'worst': max(float(np.max(np.abs(getattr(one[0], k).astype(float)
+                                     - getattr(three[0], k).astype(float))))
+                 for k in vars(one[0])),
+    'stats': [one[1], three[1]], 'readings': [one[2], three[2]],
+    'ticks': [one[3], three[3], len(take.t)]}))
+"""
+
+
+def test_a_long_take_in_pieces_gives_the_one_piece_kalman_pass():
+    result = subprocess.run([sys.executable, '-c', PIECES_PROBE], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures['worst'] < 1e-9
+    one, three = figures['stats']
+    assert one == three and one['outliers'] > 0 and one['coasted'] > 0
+    assert figures['readings'][0] == figures['readings'][1]
+    ticks_one, ticks_three, poses = figures['ticks']
+    assert ticks_one == ticks_three == poses  # the progress wrapper sees every pose once
+
+
+def test_a_process_with_threads_runs_the_pass_in_one_piece(monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError('a threaded process must not fork')
+    monkeypatch.setattr(learned_features, 'ProcessPoolExecutor', no_pool)
+    take = _take(seconds=4.0)
+    waiting = threading.Event()
+    thread = threading.Thread(target=waiting.wait)
+    thread.start()
+    try:
+        split = learned_features.kalman_pass(train_stage(), take.t, take.noisy_p,
+                                             take.noisy_q, pieces=2)
+    finally:
+        waiting.set()
+        thread.join()
+    whole = learned_features.kalman_pass(train_stage(), take.t, take.noisy_p, take.noisy_q,
+                                         pieces=1)
+    np.testing.assert_array_equal(split.position, whole.position)
+
+
+def train_stage():
+    from training.train import STAGE_KALMAN
+    return STAGE_KALMAN
 
 
 @pytest.mark.parametrize('method', METHODS)

@@ -28,10 +28,15 @@ FEATURE_DEFINITIONS and OUTPUT_DEFINITIONS go into every model card. `kalman_pas
 the `*_features` functions build whole takes' arrays (training, the offline fast path);
 `hybrid_pose_features` / `lstm_pose_features` are the per-pose forms of the run time.
 """
+from concurrent.futures import ProcessPoolExecutor
 import math
+import multiprocessing
+import os
+import threading
 
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.kalman import POS, PoseKalmanFilter, ROT, UNMEASURED_VARIANCE
+from camstab_ros.core.noise_meter import NoiseMeter
 from camstab_ros.core.smoother import SmootherStats
 import numpy as np
 
@@ -146,20 +151,106 @@ class KalmanRecord:
         self.passed = np.zeros((n, 2), dtype=bool)
 
 
-def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
+# A take of at least 2 x PIECE_MIN_POSES poses (18 min at 240 Hz) runs its Kalman pass in
+# pieces side by side, one per core: the pass is a recursion pose by pose and most of the
+# offline cost. The noise meter's readings come first, in one pass (its running median
+# never forgets where it started); every piece but the first then starts PASS_WARMUP_S
+# early with a filter of its own, which by then has forgotten its start (equal to the
+# one-piece pass to rounding, test_learned).
+PIECE_MIN_POSES = 2 ** 17
+PASS_WARMUP_S = 30.0
+
+
+def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None, pieces=None):
     """
     Run the forward Kalman filter over a take; return its KalmanRecord.
 
     meter: a NoiseMeter the pass feeds pose by pose and the filter reads (the pipeline's);
-    None: the filter feeds a meter of its own.
+    None: a meter of the filter's own, restarted after a gap. pieces: at most this many
+    pieces side by side (default: one per core for a long take, see PIECE_MIN_POSES); a
+    process with threads runs one.
     """
-    kf = PoseKalmanFilter(params, stats if stats is not None else SmootherStats(), meter)
+    stats = stats if stats is not None else SmootherStats()
     n = len(t)
+    if meter is None:
+        readings = _MeterReadings(t, p, q, NoiseMeter(), params['dropout_timeout_s'])
+    else:
+        readings = _MeterReadings(t, p, q, meter, None)
+    if pieces is None:
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                 else os.cpu_count() or 1)
+        pieces = min(cores, n // PIECE_MIN_POSES)
     record = KalmanRecord(n)
-    rows = range(n)
-    for k in (progress(rows) if progress else rows):
-        if meter is not None:
+    # The pieces run in forked processes: only a single-threaded process forks safely (a
+    # node's or a test runner's threads may hold locks), and fork needs no main-module
+    # guard in the caller's script, as spawn would.
+    if pieces <= 1 or threading.active_count() > 1 or \
+            'fork' not in multiprocessing.get_all_start_methods():
+        _run_pass(PoseKalmanFilter(params, stats, readings), t, p, q, readings, record,
+                  _ticking(range(n), progress, 1, n))
+        return record
+    bounds = np.linspace(0, n, pieces + 1).astype(int)
+    with ProcessPoolExecutor(pieces - 1, mp_context=multiprocessing.get_context('fork')) as pool:
+        futures = []
+        for start, stop in zip(bounds[1:-1], bounds[2:]):
+            warm = int(np.searchsorted(t, t[start] - PASS_WARMUP_S))
+            futures.append((start, pool.submit(_piece_pass, params, t, p, q, readings, warm,
+                                               start, stop)))
+        _run_pass(PoseKalmanFilter(params, stats, readings), t, p, q, readings, record,
+                  _ticking(range(bounds[1]), progress, pieces, n))
+        for start, future in futures:
+            arrays, counts = future.result()
+            for name, values in arrays.items():
+                getattr(record, name)[start:start + len(values)] = values
+            for name, count in counts.items():
+                setattr(stats, name, getattr(stats, name) + count)
+    return record
+
+
+class _MeterReadings:
+    """
+    A noise meter's readings over a take, fed pose by pose at once; read back at `index`.
+
+    A Kalman filter reads it as its meter (`ready`, `sigmas()`), pose by pose.
+    """
+
+    def __init__(self, t, p, q, meter, restart_after):
+        """Feed meter the take, restarting it after a gap longer than restart_after if given."""
+        self._ready, self._sigmas = [], []
+        for k in range(len(t)):
+            if restart_after is not None and k and t[k] - t[k - 1] > restart_after:
+                meter.restart()
             meter.update(t[k], p[k], q[k])
+            self._ready.append(meter.ready)
+            self._sigmas.append(meter.sigmas() if meter.ready else None)
+        self.index = 0
+
+    @property
+    def ready(self):
+        """Tell whether the meter had a reading at pose `index`."""
+        return self._ready[self.index]
+
+    def sigmas(self):
+        """Return the reading (position m, rotation rad) at pose `index`."""
+        return self._sigmas[self.index]
+
+
+def _piece_pass(params, t, p, q, readings, warm, start, stop):
+    """Run poses start..stop of a pass from `warm` on: (their record's arrays, counts)."""
+    stats = SmootherStats()
+    kf = PoseKalmanFilter(params, stats, readings)
+    record = KalmanRecord(len(t))
+    _run_pass(kf, t, p, q, readings, record, range(warm, start))
+    before = stats.as_dict()
+    _run_pass(kf, t, p, q, readings, record, range(start, stop))
+    counts = {name: count - before[name] for name, count in stats.as_dict().items()}
+    return {name: values[start:stop] for name, values in vars(record).items()}, counts
+
+
+def _run_pass(kf, t, p, q, readings, record, rows):
+    """Step kf over the poses `rows` of a take into record, readings in step."""
+    for k in rows:
+        readings.index = k
         kf.step(t[k], p[k], q[k])
         record.position[k] = kf.position
         record.output_q[k] = kf.output_q
@@ -173,7 +264,20 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None):
         record.passed[k] = kf.passed
         if kf.F is not None:
             record.dt[k] = t[k] - t[k - 1]
-    return record
+
+
+def _ticking(rows, progress, ticks, total):
+    """Yield rows, advancing a progress wrapper over `total` poses `ticks` per row."""
+    if progress is None:
+        yield from rows
+        return
+    bar = iter(progress(range(total)))
+    for row in rows:
+        for _ in range(ticks):
+            next(bar, None)
+        yield row
+    for _ in bar:  # let the wrapper finish
+        pass
 
 
 def hybrid_features(record):
