@@ -15,8 +15,8 @@ pose far:
   the Kalman estimate per body axis, by at most CAP_SIGMA measured sigmas.
 
 `update()` runs one LSTM step per pose with the state carried (O(1) work). `smooth()`
-runs the Kalman pass pose by pose (a long take's in pieces on every core, equal to one
-pass to rounding: learned_features.kalman_pass) and the network (with `hybrid`'s own
+runs the Kalman pass pose by pose (a long take's in verified pieces on every core, equal
+to one pass to rounding: learned_features.kalman_pass) and the network (with `hybrid`'s own
 filter) over the whole take as a batch of chunks of CHUNK_FRAMES, each started
 WARMUP_FRAMES early from a zero state: identical to `update()` (to rounding) for takes
 up to CHUNK_FRAMES long, and within a few hundredths of a sigma of it on longer takes

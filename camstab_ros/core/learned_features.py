@@ -28,10 +28,11 @@ FEATURE_DEFINITIONS and OUTPUT_DEFINITIONS go into every model card. `kalman_pas
 the `*_features` functions build whole takes' arrays (training, the offline fast path);
 `hybrid_pose_features` / `lstm_pose_features` are the per-pose forms of the run time.
 """
-from concurrent.futures import ProcessPoolExecutor
+from array import array
 import math
 import multiprocessing
 import os
+import sys
 import threading
 
 from camstab_ros.core import quaternion as quat
@@ -149,16 +150,23 @@ class KalmanRecord:
         self.dt = np.zeros(n)
         self.restarted = np.zeros((n, 2), dtype=bool)   # per group
         self.passed = np.zeros((n, 2), dtype=bool)
+        self.pieces = 1                       # pieces run side by side (kalman_pass)
 
 
 # A take of at least 2 x PIECE_MIN_POSES poses (18 min at 240 Hz) runs its Kalman pass in
 # pieces side by side, one per core: the pass is a recursion pose by pose and most of the
-# offline cost. The noise meter's readings come first, in one pass (its running median
-# never forgets where it started); every piece but the first then starts PASS_WARMUP_S
-# early with a filter of its own, which by then has forgotten its start (equal to the
-# one-piece pass to rounding, test_learned).
+# offline cost. The noise meter's readings come first, in one pass (a running median never
+# forgets where it started); every piece but the first then starts PASS_WARMUP_S early
+# with a filter of its own. A piece is kept only if, over the last VERIFY_POSES poses of
+# its warm-up, it gives the estimates of the pass before it within VERIFY_SIGMA measured
+# sigmas (below 60 Hz a fresh filter can settle elsewhere: the noise it trusts depends on
+# its own speed); otherwise the rest of the take runs on in one piece.
 PIECE_MIN_POSES = 2 ** 17
 PASS_WARMUP_S = 30.0
+VERIFY_POSES = 64
+VERIFY_SIGMA = 1e-6
+# The take a pass in pieces works on, for its forked workers (inherited, not pickled).
+_PASS = {}
 
 
 def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None, pieces=None):
@@ -167,103 +175,141 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None, pieces=N
 
     meter: a NoiseMeter the pass feeds pose by pose and the filter reads (the pipeline's);
     None: a meter of the filter's own, restarted after a gap. pieces: at most this many
-    pieces side by side (default: one per core for a long take, see PIECE_MIN_POSES); a
-    process with threads runs one.
+    pieces side by side (default: one per core for a long take, see PIECE_MIN_POSES).
+    Raises ValueError unless the stamps increase.
     """
     stats = stats if stats is not None else SmootherStats()
+    t = np.asarray(t, dtype=float)
     n = len(t)
-    if meter is None:
-        readings = _MeterReadings(t, p, q, NoiseMeter(), params['dropout_timeout_s'])
-    else:
+    if not np.all(np.diff(t) > 0.0):
+        raise ValueError('timestamps must increase')
+    readings = None
+    if meter is not None:
         readings = _MeterReadings(t, p, q, meter, None)
+    elif 0.0 in (params['measurement_noise_m'], params['measurement_noise_deg']):
+        readings = _MeterReadings(t, p, q, NoiseMeter(), params['dropout_timeout_s'])
     if pieces is None:
         cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
                  else os.cpu_count() or 1)
         pieces = min(cores, n // PIECE_MIN_POSES)
+    pieces = min(pieces, n // (2 * VERIFY_POSES))
     record = KalmanRecord(n)
-    # The pieces run in forked processes: only a single-threaded process forks safely (a
-    # node's or a test runner's threads may hold locks), and fork needs no main-module
-    # guard in the caller's script, as spawn would.
-    if pieces <= 1 or threading.active_count() > 1 or \
-            'fork' not in multiprocessing.get_all_start_methods():
-        _run_pass(PoseKalmanFilter(params, stats, readings), t, p, q, readings, record,
-                  _ticking(range(n), progress, 1, n))
+    kf = PoseKalmanFilter(params, stats, readings)
+    if pieces <= 1 or not may_fork():
+        _run_pass(kf, t, p, q, readings, record, _ticking(range(n), progress, 1, n))
         return record
     bounds = np.linspace(0, n, pieces + 1).astype(int)
-    with ProcessPoolExecutor(pieces - 1, mp_context=multiprocessing.get_context('fork')) as pool:
-        futures = []
-        for start, stop in zip(bounds[1:-1], bounds[2:]):
-            warm = int(np.searchsorted(t, t[start] - PASS_WARMUP_S))
-            futures.append((start, pool.submit(_piece_pass, params, t, p, q, readings, warm,
-                                               start, stop)))
-        _run_pass(PoseKalmanFilter(params, stats, readings), t, p, q, readings, record,
-                  _ticking(range(bounds[1]), progress, pieces, n))
-        for start, future in futures:
-            arrays, counts = future.result()
-            for name, values in arrays.items():
-                getattr(record, name)[start:start + len(values)] = values
-            for name, count in counts.items():
-                setattr(stats, name, getattr(stats, name) + count)
+    _PASS.update(params=params, t=t, p=p, q=q, readings=readings)
+    try:
+        # A Pool's exit terminates its workers: an error or a SIGTERM does not wait for them.
+        with multiprocessing.get_context('fork').Pool(pieces - 1) as pool:
+            jobs = []
+            for start, stop in zip(bounds[1:-1], bounds[2:]):
+                warm = int(np.searchsorted(t, t[start - 1] - PASS_WARMUP_S))
+                jobs.append(pool.apply_async(
+                    _piece_pass, (min(warm, start - VERIFY_POSES), start, stop)))
+            _run_pass(kf, t, p, q, readings, record,
+                      _ticking(range(bounds[1]), progress, pieces, n))
+            results = [job.get() for job in jobs]
+    finally:
+        _PASS.clear()
+    counted = dict.fromkeys(stats.as_dict(), 0)
+    for warm, start, arrays, counts in results:
+        if not _continues(record, warm, start, arrays):
+            _run_pass(kf, t, p, q, readings, record, range(bounds[1], n))
+            return record
+        for name, values in arrays.items():
+            getattr(record, name)[start:start + len(values) - (start - warm)] = \
+                values[start - warm:]
+        counted = {name: count + counts[name] for name, count in counted.items()}
+    for name, count in counted.items():
+        setattr(stats, name, getattr(stats, name) + count)
+    record.pieces = pieces
     return record
 
 
-class _MeterReadings:
-    """
-    A noise meter's readings over a take, fed pose by pose at once; read back at `index`.
+def may_fork():
+    """Tell whether a pass may run in pieces here: Linux, the main process, one thread."""
+    # A thread may hold a lock the forked child then never sees released (a node's, a test
+    # runner's, a progress bar's monitor); a worker process would multiply the workers.
+    return (sys.platform.startswith('linux') and threading.active_count() == 1
+            and multiprocessing.parent_process() is None)
 
-    A Kalman filter reads it as its meter (`ready`, `sigmas()`), pose by pose.
-    """
+
+class _MeterReadings:
+    """A noise meter's readings over a take, taken at once; read back at pose `index`."""
 
     def __init__(self, t, p, q, meter, restart_after):
         """Feed meter the take, restarting it after a gap longer than restart_after if given."""
-        self._ready, self._sigmas = [], []
+        self._ready = bytearray(len(t))
+        self._sigmas = array('d', bytes(16 * len(t)))
         for k in range(len(t)):
             if restart_after is not None and k and t[k] - t[k - 1] > restart_after:
                 meter.restart()
             meter.update(t[k], p[k], q[k])
-            self._ready.append(meter.ready)
-            self._sigmas.append(meter.sigmas() if meter.ready else None)
+            if meter.ready:
+                self._ready[k] = 1
+                self._sigmas[2 * k], self._sigmas[2 * k + 1] = meter.sigmas()
         self.index = 0
 
     @property
     def ready(self):
         """Tell whether the meter had a reading at pose `index`."""
-        return self._ready[self.index]
+        return bool(self._ready[self.index])
 
     def sigmas(self):
         """Return the reading (position m, rotation rad) at pose `index`."""
-        return self._sigmas[self.index]
+        k = 2 * self.index
+        return self._sigmas[k], self._sigmas[k + 1]
 
 
-def _piece_pass(params, t, p, q, readings, warm, start, stop):
-    """Run poses start..stop of a pass from `warm` on: (their record's arrays, counts)."""
+def _piece_pass(warm, start, stop):
+    """Run poses start..stop of _PASS's take from `warm` on: (warm, start, arrays, counts)."""
+    params, t, p, q, readings = (_PASS[k] for k in ('params', 't', 'p', 'q', 'readings'))
     stats = SmootherStats()
     kf = PoseKalmanFilter(params, stats, readings)
-    record = KalmanRecord(len(t))
-    _run_pass(kf, t, p, q, readings, record, range(warm, start))
+    record = KalmanRecord(stop - warm)
+    _run_pass(kf, t, p, q, readings, record, range(warm, start), warm)
     before = stats.as_dict()
-    _run_pass(kf, t, p, q, readings, record, range(start, stop))
+    _run_pass(kf, t, p, q, readings, record, range(start, stop), warm)
     counts = {name: count - before[name] for name, count in stats.as_dict().items()}
-    return {name: values[start:stop] for name, values in vars(record).items()}, counts
+    return warm, start, {name: values for name, values in vars(record).items()
+                         if name != 'pieces'}, counts
 
 
-def _run_pass(kf, t, p, q, readings, record, rows):
-    """Step kf over the poses `rows` of a take into record, readings in step."""
+def _continues(record, warm, start, arrays):
+    """Tell whether a piece's warm-up ends on record's estimates (see VERIFY_SIGMA)."""
+    mine = slice(start - VERIFY_POSES - warm, start - warm)
+    theirs = slice(start - VERIFY_POSES, start)
+    if not (np.array_equal(arrays['restarted'][mine], record.restarted[theirs])
+            and np.array_equal(arrays['passed'][mine], record.passed[theirs])):
+        return False
+    sigma = record.sigma[theirs]
+    moved = np.linalg.norm(arrays['position'][mine] - record.position[theirs], axis=1)
+    turned = quat.angle_between(arrays['output_q'][mine], record.output_q[theirs])
+    return bool(np.all(moved <= VERIFY_SIGMA * sigma[:, 0])
+                and np.all(turned <= VERIFY_SIGMA * sigma[:, 1]))
+
+
+def _run_pass(kf, t, p, q, readings, record, rows, offset=0):
+    """Step kf over the poses `rows` of a take into record (from pose `offset` on)."""
     for k in rows:
-        readings.index = k
+        if readings is not None:
+            readings.index = k
         kf.step(t[k], p[k], q[k])
-        record.position[k] = kf.position
-        record.output_q[k] = kf.output_q
-        record.velocity[k] = kf.x[POS, 1]
-        record.rate[k] = kf.x[ROT, 1]
-        record.q[k] = kf.q
-        record.innovation[k] = kf.innovation
-        record.gain[k] = kf.gain
-        record.sigma[k] = np.sqrt(kf.variance)
-        record.restarted[k] = kf.restarted
-        record.passed[k] = kf.passed
+        i = k - offset
+        record.position[i] = kf.position
+        record.output_q[i] = kf.output_q
+        record.velocity[i] = kf.x[POS, 1]
+        record.rate[i] = kf.x[ROT, 1]
+        record.q[i] = kf.q
+        record.innovation[i] = kf.innovation
+        record.gain[i] = kf.gain
+        record.sigma[i] = np.sqrt(kf.variance)
+        record.restarted[i] = kf.restarted
+        record.passed[i] = kf.passed
         if kf.F is not None:
-            record.dt[k] = t[k] - t[k - 1]
+            record.dt[i] = t[k] - t[k - 1]
 
 
 def _ticking(rows, progress, ticks, total):

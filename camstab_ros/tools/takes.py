@@ -23,6 +23,7 @@ def _progress(total, desc):
     if total < PROGRESS_MIN_POSES:
         return None
     from tqdm import tqdm
+    tqdm.monitor_interval = 0  # no monitor thread: a process with threads never forks
     return partial(tqdm, total=total, desc=desc, unit='pose', file=sys.stderr, leave=False)
 
 
