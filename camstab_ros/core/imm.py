@@ -104,7 +104,6 @@ class ImmFilter:
         self._gate2 = params['gate_sigma'] ** 2
         self._jump2 = np.array([params['reset_jump_m'],
                                 math.radians(params['reset_jump_deg'])]) ** 2
-        self._timeout = params['dropout_timeout_s']
         self.t = None
 
     def transition(self, dt):
@@ -114,17 +113,11 @@ class ImmFilter:
 
     def step(self, t, position, q):
         """Filter one measurement: t (s), position (3,), unit quaternion q (4,)."""
-        if self.t is not None and not t > self.t:
-            raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
-        previous, self.t = self.t, t
-        measured = self._noise.read(previous, t, position, q, self._speeds)
-        if previous is None or t - previous > self._timeout or not measured:
-            if previous is not None and measured:
-                self.stats.resets += 1
+        dt = self._noise.advance(self.t, t, position, q, self._speeds)
+        self.t = t
+        if dt is None:
             self._start(position, q)
             return
-        dt = t - previous
-        self._noise.count_interval(dt)
         x, P, cbar = self._mix_and_predict(dt)
         q_meas = tuple(q.tolist())
         z = np.array([position, quat.log_relative(self.q, q_meas)])

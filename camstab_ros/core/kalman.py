@@ -169,7 +169,6 @@ class PoseKalmanFilter:
         self._gate2 = params['gate_sigma'] ** 2
         self._jump2 = (params['reset_jump_m'] ** 2, math.radians(params['reset_jump_deg']) ** 2)
         self._max_run = params['gate_max_consecutive']
-        self._timeout = params['dropout_timeout_s']
         self._maneuver_rate = params['maneuver_rate']
         self._max_scale = params['maneuver_max_scale']
         self._threshold = params['maneuver_threshold']
@@ -190,19 +189,11 @@ class PoseKalmanFilter:
 
         q is in the hemisphere of the previous one.
         """
-        if self.t is not None and not t > self.t:
-            raise ValueError(f'timestamps must increase: {t!r} after {self.t!r}')
-        previous, self.t = self.t, t
-        measured = self._noise.read(previous, t, position, q, self._speeds)
-        if previous is None or t - previous > self._timeout or not measured:
-            # Until the tracker's noise is measured the filter (re)starts at every
-            # measurement: it passes them through.
-            if previous is not None and measured:
-                self.stats.resets += 1
+        dt = self._noise.advance(self.t, t, position, q, self._speeds)
+        self.t = t
+        if dt is None:
             self._start(position, q)
             return
-        dt = t - previous
-        self._noise.count_interval(dt)
         # dt ** k for every power in F and Q, taken from one list (dt ** self._f_pow and
         # dt ** self._q_pow to rounding, at under half the cost).
         powers = np.array([dt ** k for k in range(2 * self.n)])
@@ -367,7 +358,7 @@ class PoseKalmanFilter:
 
 class MeasuredNoise:
     """
-    A pose filter's measurement noise R per group, and the running mean frame interval.
+    A pose filter's measurement noise R per group, its restarts and the mean frame interval.
 
     `variance` (2,) is R (m^2, rad^2): the configured noise, or for a group whose noise is
     'auto' (0) the noise meter's white reading, trusted less while the camera moves under
@@ -389,14 +380,35 @@ class MeasuredNoise:
         self.stats = stats
         self.mean_interval = None
 
-    def read(self, previous, t, position, q, speeds):
+    def advance(self, previous, t, position, q, speeds):
         """
-        Take the measurement at t: feed the meter if owned, set R from its reading.
+        Take the measurement at t: the interval to filter over, or None to (re)start there.
 
-        previous: the last measurement's stamp (None at the first); speeds(): the filter's
-        (position m/s, orientation rad/s) speeds. Return False while the meter has no
-        reading.
+        previous: the filter's last stamp (None at its first); speeds(): the filter's
+        (position m/s, orientation rad/s) speeds. Feeds the meter if owned and sets R from
+        its reading. None: the first measurement, one after a gap longer than
+        dropout_timeout_s (counted in stats.resets), or the noise not yet measured (until
+        then the filter restarts at every measurement: it passes them through). Raises
+        ValueError unless t > previous.
         """
+        if previous is not None and not t > previous:
+            raise ValueError(f'timestamps must increase: {t!r} after {previous!r}')
+        measured = self._read(previous, t, position, q, speeds)
+        if previous is None or t - previous > self._timeout or not measured:
+            if previous is not None and measured:
+                self.stats.resets += 1
+            return None
+        dt = t - previous
+        if self.mean_interval is None:
+            self.mean_interval = dt
+        elif dt > GAP_FACTOR * self.mean_interval:
+            self.stats.coasted += 1
+        else:
+            self.mean_interval += MEAN_INTERVAL_RATE * (dt - self.mean_interval)
+        return dt
+
+    def _read(self, previous, t, position, q, speeds):
+        """Feed the meter if owned and set R from its reading; False while it has none."""
         meter = self._meter
         if meter is None:
             return True
@@ -417,15 +429,6 @@ class MeasuredNoise:
         if self._auto[ROT]:
             self.variance[ROT] = max(sigma_r * sigma_r, UNMEASURED_VARIANCE)
         return True
-
-    def count_interval(self, dt):
-        """Take the interval dt (s) to this measurement into the running mean."""
-        if self.mean_interval is None:
-            self.mean_interval = dt
-        elif dt > GAP_FACTOR * self.mean_interval:
-            self.stats.coasted += 1
-        else:
-            self.mean_interval += MEAN_INTERVAL_RATE * (dt - self.mean_interval)
 
 
 def _covariance_6x6(P):
