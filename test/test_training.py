@@ -69,3 +69,17 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
         assert linear == pytest.approx(exact, rel=0.01)
     assert features.shape == (len(take.t),
                               len(learned_features.HYBRID_FEATURES) + dataset.RECURSION_COLUMNS)
+
+
+@pytest.mark.parametrize('method', ('hybrid', 'lstm'))
+def test_a_model_that_passes_takes_through_at_run_time_is_flagged(method):
+    # The shipped models' run-time figures (their cards) beat passthrough; the same figures
+    # with passthrough's error in the model's place do not.
+    from training import train
+    card = lstm_model.load_model(lstm_model.default_model_dir(method), method).card
+    metrics = card['metrics']['validation']
+    assert train.acts_at_run_time(metrics, method)
+    raw = metrics['passthrough']['screen_rmse_px']
+    nearly_raw = {method: {'screen_rmse_px': raw * (1.0 - 0.5 * train.PASSTHROUGH_MARGIN)},
+                  'passthrough': metrics['passthrough']}
+    assert not train.acts_at_run_time(nearly_raw, method)
