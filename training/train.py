@@ -58,8 +58,8 @@ LEARNING_RATE = {'hybrid': 3e-3, 'lstm': 1e-3}
 PATIENCE = {'hybrid': 4, 'lstm': 10}
 ENERGY_FLOOR = 1e-9
 # An exported model whose run-time screen error on the card's validation takes is not at
-# least this share below passthrough's does nothing over whole takes: its windows did not
-# carry over (docs/design/learned_filters.md, "Windows are not the run time").
+# least this share below passthrough's does nothing over whole takes, whatever its
+# validation loss (docs/design/learned_filters.md, "Windows are not the run time").
 PASSTHROUGH_MARGIN = 0.01
 
 
@@ -448,8 +448,9 @@ def main(argv=None):
     if not acts_at_run_time(card['metrics']['validation'], args.model):
         print(f'warning: run over whole takes the model is within {PASSTHROUGH_MARGIN:.0%} of '
               "passthrough on the card's validation takes, whatever its validation loss: "
-              'its training windows did not carry over to the run time (docs/design/'
-              'learned_filters.md, "Windows are not the run time")', file=sys.stderr)
+              'training fell into passthrough, or what it learned on windows does not carry '
+              'over to whole takes (docs/design/learned_filters.md, "Windows are not the run '
+              'time")', file=sys.stderr)
     return 0
 
 
