@@ -413,9 +413,7 @@ class MeasuredNoise:
         if meter is None:
             return True
         if self._feeds_meter:
-            if previous is not None and t - previous > self._timeout:
-                meter.restart()
-            meter.update(t, position, q)
+            feed_own_meter(meter, previous, t, position, q, self._timeout)
         if not meter.ready:
             return False
         sigma_p, sigma_r = meter.sigmas()
@@ -429,6 +427,13 @@ class MeasuredNoise:
         if self._auto[ROT]:
             self.variance[ROT] = max(sigma_r * sigma_r, UNMEASURED_VARIANCE)
         return True
+
+
+def feed_own_meter(meter, previous, t, position, q, timeout):
+    """Feed a filter's own noise meter, restarting it after a gap longer than timeout (s)."""
+    if previous is not None and t - previous > timeout:
+        meter.restart()
+    meter.update(t, position, q)
 
 
 def _covariance_6x6(P):

@@ -36,7 +36,8 @@ import sys
 import threading
 
 from camstab_ros.core import quaternion as quat
-from camstab_ros.core.kalman import POS, PoseKalmanFilter, ROT, UNMEASURED_VARIANCE
+from camstab_ros.core.kalman import (feed_own_meter, POS, PoseKalmanFilter, ROT,
+                                     UNMEASURED_VARIANCE)
 from camstab_ros.core.noise_meter import NoiseMeter
 from camstab_ros.core.smoother import SmootherStats
 import numpy as np
@@ -185,7 +186,7 @@ def kalman_pass(params, t, p, q, stats=None, meter=None, progress=None, pieces=N
         raise ValueError('timestamps must increase')
     readings = None
     if meter is not None:
-        readings = _MeterReadings(t, p, q, meter, None)
+        readings = _MeterReadings(t, p, q, meter, math.inf)
     elif 0.0 in (params['measurement_noise_m'], params['measurement_noise_deg']):
         readings = _MeterReadings(t, p, q, NoiseMeter(), params['dropout_timeout_s'])
     if pieces is None:
@@ -240,13 +241,11 @@ class _MeterReadings:
     """A noise meter's readings over a take, taken at once; read back at pose `index`."""
 
     def __init__(self, t, p, q, meter, restart_after):
-        """Feed meter the take, restarting it after a gap longer than restart_after if given."""
+        """Feed meter the take, restarting it after a gap longer than restart_after (s)."""
         self._ready = bytearray(len(t))
         self._sigmas = array('d', bytes(16 * len(t)))
         for k in range(len(t)):
-            if restart_after is not None and k and t[k] - t[k - 1] > restart_after:
-                meter.restart()
-            meter.update(t[k], p[k], q[k])
+            feed_own_meter(meter, t[k - 1] if k else None, t[k], p[k], q[k], restart_after)
             if meter.ready:
                 self._ready[k] = 1
                 self._sigmas[2 * k], self._sigmas[2 * k + 1] = meter.sigmas()
