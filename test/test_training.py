@@ -1,5 +1,6 @@
 """A tiny real tf-keras training run end to end: dataset -> fit -> export -> runtime."""
 import json
+import shutil
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
@@ -23,12 +24,23 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     status = train.main(['--model', method, '--out', str(out), '--train-takes', '6',
                          '--val-takes', '2', '--units', '8', '--window', '64',
                          '--batch', '8', '--epochs', '8', '--patience', '8',
-                         '--metric-seconds', '2'])
+                         '--metric-seconds', '2', '--select-rates', '25'])
     assert status == 0
     card = json.loads((out / lstm_model.CARD_FILE).read_text())
     assert card['method'] == method and card['card_version'] == lstm_model.CARD_VERSION
     assert card['weights']['sha256'] == lstm_model.sha256_of(out / 'weights.npz')
     assert card['training']['epochs_run'] >= 1
+    # Every epoch was judged on the validation matrix's 25 Hz cells; the best scored one kept.
+    selection = card['training']['selection']
+    epochs = selection['epochs']
+    assert [e['epoch'] for e in epochs] == list(range(1, card['training']['epochs_run'] + 1))
+    best = min(epochs, key=lambda e: e['score'])
+    assert selection['epoch'] == best['epoch'] and '42 cells at 25 Hz' in selection['on']
+    # The exported weights are that epoch's: judged again, the model scores what it scored.
+    from training import matrix
+    work = [c for c in matrix.cells('validation', []) if c[2] == 25.0]
+    again = train.judge([('exported', out)], work, workers=2)['exported']
+    assert train.selection_score(again) == pytest.approx(best['score'], abs=1e-4)
     assert set(card['metrics']) >= {'validation', 'test'}
     stage = lstm_model.kalman_params(card)
     scale = train.STAGE_PROCESS_SCALE[method]
@@ -83,3 +95,46 @@ def test_a_model_that_passes_takes_through_at_run_time_is_flagged(method):
     nearly_raw = {method: {'screen_rmse_px': raw * (1.0 - 0.5 * train.PASSTHROUGH_MARGIN)},
                   'passthrough': metrics['passthrough']}
     assert not train.acts_at_run_time(nearly_raw, method)
+
+
+def test_epochs_are_scored_on_the_validation_matrix_for_quality_and_harm(tmp_path):
+    # Three models judged on validation cells as training judges each epoch: the shipped
+    # hybrid, the same network pushed to pass the measurement through (no gain), and pushed
+    # to hold its own prediction (harm in moves). The shipped one scores best.
+    from training import matrix, train
+
+    def variant(name, bias):
+        directory = tmp_path / name
+        shutil.copytree(lstm_model.default_model_dir('hybrid'), directory)
+        if bias is not None:
+            weights = directory / 'weights.npz'
+            with np.load(weights) as npz:
+                arrays = dict(npz)
+            arrays['dense/bias'] = np.array(bias, dtype=np.float32)
+            np.savez(weights, **arrays)
+            card = json.loads((directory / lstm_model.CARD_FILE).read_text())
+            card['weights']['sha256'] = lstm_model.sha256_of(weights)
+            (directory / lstm_model.CARD_FILE).write_text(json.dumps(card))
+        return name, directory
+    candidates = [variant('passthrough', [-30.0] * 4), variant('shipped', None),
+                  variant('holding', [30.0, -30.0, 30.0, -30.0])]
+    work = [cell for cell in matrix.cells('validation', [])
+            if cell[2] == 60.0 and cell[1] == 'optical' and cell[0] in ('pan', 'locked_off',
+                                                                        'whip_pan')]
+    assert len(work) == 3
+    figures = train.judge(candidates, work, workers=2)
+    assert figures['passthrough']['geomean_screen'] == pytest.approx(1.0, abs=1e-3)
+    assert figures['shipped']['geomean_screen'] < 0.95
+    assert figures['holding']['worst_screen_rmse_px'] > 1.0
+    scores = {name: train.selection_score(f) for name, f in figures.items()}
+    assert scores['shipped'] < scores['passthrough'] < scores['holding']
+
+
+@pytest.mark.parametrize('argv', (['--select-rates', '30'], ['--select-rates', 'fast'],
+                                  ['--select', 'epoch'], ['--harm-linear-from', '0']))
+def test_bad_training_arguments_exit_2(argv, capsys):
+    from training import train
+    with pytest.raises(SystemExit) as exc:
+        train.main(['--model', 'hybrid', *argv])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err

@@ -33,8 +33,10 @@ compared before one is shipped; the test split always runs whole and takes no ca
 """
 import argparse
 from concurrent.futures import ProcessPoolExecutor
+import functools
 import json
 import logging
+import multiprocessing
 from pathlib import Path
 
 from camstab_ros.core import quaternion as quat
@@ -199,8 +201,12 @@ def method_rows(methods=None, candidates=()):
     return rows
 
 
-def run_cell(args):
-    """Return (take name, tracker, rate, {row: metrics}) of one cell of the matrix."""
+def run_cell(args, references=True):
+    """
+    Return (take name, tracker, rate, {row: metrics}) of one cell of the matrix.
+
+    references: also run the oracle and lowpass_oracle rows (most of a cell's time).
+    """
     logging.disable(logging.WARNING)
     name, tracker, rate, t, p, q, seed, rows = args
     take = add_tracker_noise(t, p, q, NOISE_PRESETS[tracker], seed)
@@ -208,7 +214,7 @@ def run_cell(args):
     for row, method, params in rows:
         result = run_take(method, take.t, take.noisy_p, take.noisy_q, params)
         estimates[row] = result.p, result.q
-    for reference in (oracle, lowpass_oracle):
+    for reference in (oracle, lowpass_oracle) if references else ():
         estimates[reference.__name__] = reference(take.t, take.noisy_p, take.noisy_q,
                                                   take.truth_p, take.truth_q)
     estimates['raw'] = take.noisy_p, take.noisy_q
@@ -231,6 +237,14 @@ def cells(split, rows):
         for i, (name, t, p, q) in enumerate(takes):
             for j, tracker in enumerate(TRACKERS):
                 yield name, tracker, rate, t, p, q, seeds[100 + 10 * i + j], rows
+
+
+def run(work, workers, references=True):
+    """Return run_cell's results for the cells in work, on `workers` processes."""
+    # Spawned, not forked: the caller may hold threads (tf-keras in training.train).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+        return list(pool.map(functools.partial(run_cell, references=references), work,
+                             chunksize=4))
 
 
 def summary(results):
@@ -265,7 +279,8 @@ def summary(results):
             'worst_screen_take': worst['screen_rmse_px'][1],
             'geomean_screen': _geomean(screen),
             **{f'geomean_screen_{t}': _geomean(v) for t, v in trackers.items()},
-            'geomean_still': _geomean(still), 'worst_still': float(np.max(still)),
+            'geomean_still': _geomean(still),
+            'worst_still': float(np.max(still)) if still else float('nan'),
             'median_lag_ms': float(np.median(lags)),
             'takes_worse_than_raw': int(np.count_nonzero(screen > 1.0 + WORSE_MARGIN)),
             'takes': len(screen)}
@@ -377,9 +392,7 @@ def main(argv=None):
             parser.error(f'--candidate {name}: the name of a row the matrix has already')
         taken.add(name)
     out = Path(args.out or ROOT / 'docs' / ('matrix.md' if test else 'matrix_validation.md'))
-    work = list(cells(args.split, method_rows(args.methods, args.candidate)))
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(run_cell, work, chunksize=4))
+    results = run(cells(args.split, method_rows(args.methods, args.candidate)), args.workers)
     figures = summary(results)
     if test:
         record_in_model_cards(figures, len(results))

@@ -5,11 +5,13 @@ Train the `lstm` or `hybrid` model with tf-keras and export it for the NumPy run
 
 Generates the training and validation takes of training/dataset.py (simulated motion of
 their seeds and real motion of their real takes, splits.py), trains with fixed seeds on
-the audience's loss (make_loss), early stopping on the validation loss and a wall-clock
-budget, then writes <out>/weights.npz (allow_pickle=False arrays) and
-<out>/model_card.json, and fills the card's metrics by running the exported model
-through the runtime on fixed validation and test takes (reported, never used for
-selection).
+the audience's loss (make_loss) within a wall-clock budget, judges every epoch's model run
+by the runtime over whole takes on the validation matrix and keeps the best scored
+(selection_score; early stopping MATRIX_PATIENCE epochs after the best once the model acts;
+`--select loss`: on the validation loss over windows), then writes <out>/weights.npz
+(allow_pickle=False arrays) and <out>/model_card.json, and fills the card's metrics by
+running the exported model through the runtime on fixed validation and test takes
+(reported, never used for selection).
 """
 import argparse
 import datetime
@@ -20,6 +22,7 @@ from pathlib import Path
 import platform
 import random
 import sys
+import tempfile
 import time
 
 from camstab_ros.core import learned_features, lstm_model
@@ -27,7 +30,7 @@ from camstab_ros.core import quaternion as quat
 from camstab_ros.core.kalman import KALMAN_PARAMS
 from camstab_ros.core.metrics import DEFAULT_VIEW, screen_errors
 import numpy as np
-from training import dataset
+from training import dataset, matrix
 from training.splits import (REAL_TEST_TAKES, REAL_TRAIN_TAKES, REAL_VALIDATION_TAKES,
                              TEST_SEEDS, TRAIN_SEEDS, VALIDATION_SEEDS)
 
@@ -52,7 +55,8 @@ HARM_WEIGHT = 12.0
 # Per model, chosen on the validation split (docs/design/learned_filters.md): the log excess
 # beyond which the harm term grows linearly, not squared (a window that a mis-measured
 # noise makes 100x worse than raw steers the gradient no more than one 3x worse), the
-# learning rate and the early-stopping patience in epochs.
+# learning rate and the early-stopping patience in epochs on the validation loss (--select
+# loss).
 HARM_LINEAR_FROM = {'hybrid': math.inf, 'lstm': 1.0}
 LEARNING_RATE = {'hybrid': 3e-3, 'lstm': 1e-3}
 PATIENCE = {'hybrid': 4, 'lstm': 10}
@@ -61,6 +65,14 @@ ENERGY_FLOOR = 1e-9
 # least this share below passthrough's does nothing over whole takes, whatever its
 # validation loss (docs/design/learned_filters.md, "Windows are not the run time").
 PASSTHROUGH_MARGIN = 0.01
+# Epochs are chosen on the validation matrix (the figures the models are judged by, over
+# whole takes at run time), not on the loss over windows: the lowest log geomean screen
+# ratio + SELECTION_HARM_WEIGHT x the log of the worst ratio to raw (screen, position or
+# rotation) where above 1: a model must gain more in quality than twice its worst cell's
+# harm to beat passthrough (score 0).
+SELECTION_HARM_WEIGHT = 2.0
+# Early-stopping patience (epochs) on that score, counted once the model acts at run time.
+MATRIX_PATIENCE = 8
 
 
 def set_seeds(seed):
@@ -273,6 +285,83 @@ def acts_at_run_time(metrics, method):
             < (1.0 - PASSTHROUGH_MARGIN) * metrics['passthrough']['screen_rmse_px'])
 
 
+def selection_score(figures):
+    """Return the score of a row of matrix.summary that epochs are chosen by (lower: better)."""
+    worst = max(figures[f'worst_{key}'] for key in matrix.RATIOS)
+    return (math.log(figures['geomean_screen'])
+            + SELECTION_HARM_WEIGHT * max(0.0, math.log(worst)))
+
+
+def judge(candidates, work, workers):
+    """
+    Return matrix.summary's figures of each candidate model over the cells in work.
+
+    candidates: (row name, model directory) pairs; work: matrix.cells (rows replaced by the
+    candidates'), run without the oracle rows.
+    """
+    rows = matrix.method_rows([], candidates)
+    return matrix.summary(matrix.run([cell[:-1] + (rows,) for cell in work], workers,
+                                     references=False))
+
+
+def model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds, sizes):
+    """Return the model card of a run, less the results of training (filled in after)."""
+    feature_spec = learned_features.FEATURES[args.model]
+    outputs = learned_features.OUTPUTS[args.model]
+    return {
+        'format': lstm_model.CARD_FORMAT,
+        'card_version': lstm_model.CARD_VERSION,
+        'method': args.model,
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'architecture': {'type': 'lstm', 'lstm_units': units,
+                         'input_size': len(feature_spec), 'output_size': len(outputs),
+                         'activation': 'tanh', 'recurrent_activation': 'sigmoid',
+                         'gate_order': 'i, f, c, o (Keras)', 'output': 'linear dense'},
+        'features': {'names': [n for n, _ in feature_spec], 'units': [u for _, u in feature_spec],
+                     'definition': learned_features.FEATURE_DEFINITIONS[args.model],
+                     'mean': mean.tolist(), 'std': std.tolist(),
+                     'clip': learned_features.FEATURE_CLIP},
+        'outputs': {'names': [n for n, _ in outputs], 'units': [u for _, u in outputs],
+                    'activation': learned_features.ACTIVATIONS[args.model],
+                    'definition': learned_features.OUTPUT_DEFINITIONS[args.model]},
+        'kalman': kalman,
+        'supported_rates_hz': list(dataset.RATES_HZ),
+        'training': {
+            'framework': f'tf-keras {keras.__version__}',
+            'seeds': {'train': [train_seeds[0], train_seeds[-1]],
+                      'validation': [val_seeds[0], val_seeds[-1]],
+                      'split_module': 'training/splits.py'},
+            'real_motion': {'train': list(REAL_TRAIN_TAKES),
+                            'validation': list(REAL_VALIDATION_TAKES),
+                            'held_out': list(REAL_TEST_TAKES),
+                            'share_of_takes': dataset.REAL_SHARE},
+            'takes': {'train': len(train_seeds), 'validation': len(val_seeds),
+                      'seconds_each': dataset.SECONDS},
+            'poses': sizes['poses'],
+            'windows': {**sizes['windows'], 'frames': args.window},
+            'rates_hz': list(dataset.RATES_HZ),
+            'augmentation': (f'speed x{dataset.SPEED_RANGE[0]:g}-{dataset.SPEED_RANGE[1]:g}, '
+                             'rate log-uniform in the range, random body rotation (half '
+                             'the takes); random tracker per take (dataset.random_tracker: '
+                             f'{dataset.NOISE_RANGE_M[0] * 1e3:g}-'
+                             f'{dataset.NOISE_RANGE_M[1] * 1e3:g} mm total, white to '
+                             'mostly coloured, spikes, dropouts, stamp jitter, drift, FreeD '
+                             'quantisation)'),
+            'loss': ('per window: log of the screen error energy over raw (linearised '
+                     f'screen_errors of the standard view) + {args.jitter_weight:g} x the '
+                     f'same of its frame-to-frame change + {args.harm_weight:g} x squared '
+                     'log excess over raw'
+                     + ('' if math.isinf(args.harm_linear_from) else
+                        f' (linear beyond {args.harm_linear_from:g})')
+                     + ' of the screen error, its change, the position and the rotation '
+                     'error'),
+            'batch': args.batch, 'learning_rate': args.learning_rate, 'patience': args.patience,
+            'seed': args.seed,
+            'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
+        },
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', choices=('lstm', 'hybrid'), required=True)
@@ -283,7 +372,8 @@ def main(argv=None):
     parser.add_argument('--window', type=int, default=dataset.WINDOW_FRAMES)
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--epochs', type=int, default=100)
-    parser.add_argument('--patience', type=int, help='default: PATIENCE of the model')
+    parser.add_argument('--patience', type=int, help='default: MATRIX_PATIENCE, or with '
+                        '--select loss PATIENCE of the model')
     parser.add_argument('--learning-rate', type=float,
                         help='default: LEARNING_RATE of the model')
     parser.add_argument('--jitter-weight', type=float, default=0.5,
@@ -301,14 +391,27 @@ def main(argv=None):
                         help="scale of the Kalman stage's process noise (below 1: a smoother "
                         'stage, the network following the moves; default: '
                         'STAGE_PROCESS_SCALE of the model)')
+    parser.add_argument('--select', choices=('matrix', 'loss'), default='matrix',
+                        help='keep the epoch that scores best on the validation matrix '
+                        '(default), or the one of the lowest validation loss')
+    parser.add_argument('--select-rates', type=lambda v: [float(r) for r in v.split(',')],
+                        default=list(matrix.RATES_HZ),
+                        help='the rates (Hz) of the validation matrix cells epochs are '
+                        'judged on (default all: %(default)s)')
+    parser.add_argument('--workers', type=int, default=2,
+                        help='processes that run the validation matrix')
     parser.add_argument('--seed', type=int, default=1)
     args = parser.parse_args(argv)
+    if args.patience is None and args.select == 'matrix':
+        args.patience = MATRIX_PATIENCE
     for name, defaults in (('patience', PATIENCE), ('learning_rate', LEARNING_RATE),
                            ('harm_linear_from', HARM_LINEAR_FROM)):
         if getattr(args, name) is None:
             setattr(args, name, defaults[args.model])
     if not args.harm_linear_from > 0.0:
         parser.error('--harm-linear-from must be above 0')
+    if not set(args.select_rates) <= set(matrix.RATES_HZ):
+        parser.error(f'--select-rates: the matrix has {", ".join(map(str, matrix.RATES_HZ))}')
     started = time.time()
     out = Path(args.out) if args.out else ROOT / 'models' / args.model
     units = [int(u) for u in args.units.split(',')]
@@ -353,6 +456,9 @@ def main(argv=None):
                                  args.harm_linear_from))
     model.summary()
     budget_s = args.max_minutes * 60.0
+    card = model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds,
+                      {'poses': {'train': train_poses, 'validation': val_poses},
+                       'windows': {'train': len(x), 'validation': len(vx)}})
 
     class Budget(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -360,73 +466,75 @@ def main(argv=None):
                 print(f'time budget of {args.max_minutes} min reached', flush=True)
                 self.model.stop_training = True
 
+    if args.select == 'matrix':
+        work = [c for c in matrix.cells('validation', []) if c[2] in args.select_rates]
+        judged = []
+
+        class MatrixScore(keras.callbacks.Callback):
+            """
+            Judge each epoch's exported model on the validation matrix; keep the best scored.
+
+            Patience counts only once a model has acted at run time (geomean screen ratio
+            PASSTHROUGH_MARGIN below raw): a network can pass whole takes through for ten
+            epochs while its windows improve, then start to act.
+            """
+
+            best, weights, wait = math.inf, None, 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                with tempfile.TemporaryDirectory() as tmp:
+                    export(self.model, Path(tmp), dict(card))
+                    f = judge([('epoch', tmp)], work, args.workers)['epoch']
+                score = selection_score(f)
+                judged.append({'epoch': epoch + 1, 'val_loss': round(float(logs['val_loss']), 4),
+                               'geomean_screen': round(f['geomean_screen'], 4),
+                               **{f'worst_{k}': round(f[f'worst_{k}'], 4)
+                                  for k in matrix.RATIOS},
+                               'geomean_still': round(f['geomean_still'], 4),
+                               'score': round(score, 4)})
+                print('validation matrix, epoch {epoch}: geomean screen {geomean_screen}, worst '
+                      'screen/pos/rot {worst_screen_rmse_px}/{worst_pos_rmse_mm}/'
+                      '{worst_rot_rmse_deg}, still {geomean_still}, score {score}'.format(
+                          **judged[-1]), flush=True)
+                if score < self.best:
+                    self.best, self.weights, self.wait = score, self.model.get_weights(), 0
+                elif any(e['geomean_screen'] < 1.0 - PASSTHROUGH_MARGIN for e in judged):
+                    self.wait += 1
+                    if self.wait >= args.patience:
+                        self.model.stop_training = True
+
+            def on_train_end(self, logs=None):
+                self.model.set_weights(self.weights)
+        callbacks = [MatrixScore()]
+    else:
+        callbacks = [keras.callbacks.EarlyStopping(patience=args.patience,
+                                                   restore_best_weights=True)]
     history = model.fit(
         x, y, validation_data=(vx, vy), batch_size=args.batch, epochs=args.epochs,
         shuffle=True, verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[keras.callbacks.EarlyStopping(patience=args.patience,
-                                                 restore_best_weights=True),
-                   keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2),
-                   Budget()])
+        callbacks=callbacks + [keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2),
+                               Budget()])
     train_s = time.time() - started
 
-    feature_spec = learned_features.FEATURES[args.model]
-    card = {
-        'format': lstm_model.CARD_FORMAT,
-        'card_version': lstm_model.CARD_VERSION,
-        'method': args.model,
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'architecture': {'type': 'lstm', 'lstm_units': units,
-                         'input_size': len(feature_spec), 'output_size': len(outputs),
-                         'activation': 'tanh', 'recurrent_activation': 'sigmoid',
-                         'gate_order': 'i, f, c, o (Keras)', 'output': 'linear dense'},
-        'features': {'names': [n for n, _ in feature_spec], 'units': [u for _, u in feature_spec],
-                     'definition': learned_features.FEATURE_DEFINITIONS[args.model],
-                     'mean': mean.tolist(), 'std': std.tolist(),
-                     'clip': learned_features.FEATURE_CLIP},
-        'outputs': {'names': [n for n, _ in outputs], 'units': [u for _, u in outputs],
-                    'activation': learned_features.ACTIVATIONS[args.model],
-                    'definition': learned_features.OUTPUT_DEFINITIONS[args.model]},
-        'kalman': kalman,
-        'supported_rates_hz': list(dataset.RATES_HZ),
-        'training': {
-            'framework': f'tf-keras {keras.__version__}',
-            'seeds': {'train': [train_seeds[0], train_seeds[-1]],
-                      'validation': [val_seeds[0], val_seeds[-1]],
-                      'split_module': 'training/splits.py'},
-            'real_motion': {'train': list(REAL_TRAIN_TAKES),
-                            'validation': list(REAL_VALIDATION_TAKES),
-                            'held_out': list(REAL_TEST_TAKES),
-                            'share_of_takes': dataset.REAL_SHARE},
-            'takes': {'train': len(train_seeds), 'validation': len(val_seeds),
-                      'seconds_each': dataset.SECONDS},
-            'poses': {'train': train_poses, 'validation': val_poses},
-            'windows': {'train': len(x), 'validation': len(vx), 'frames': args.window},
-            'rates_hz': list(dataset.RATES_HZ),
-            'augmentation': (f'speed x{dataset.SPEED_RANGE[0]:g}-{dataset.SPEED_RANGE[1]:g}, '
-                             'rate log-uniform in the range, random body rotation (half '
-                             'the takes); random tracker per take (dataset.random_tracker: '
-                             f'{dataset.NOISE_RANGE_M[0] * 1e3:g}-'
-                             f'{dataset.NOISE_RANGE_M[1] * 1e3:g} mm total, white to '
-                             'mostly coloured, spikes, dropouts, stamp jitter, drift, FreeD '
-                             'quantisation)'),
-            'loss': ('per window: log of the screen error energy over raw (linearised '
-                     f'screen_errors of the standard view) + {args.jitter_weight:g} x the '
-                     f'same of its frame-to-frame change + {args.harm_weight:g} x squared '
-                     'log excess over raw'
-                     + ('' if math.isinf(args.harm_linear_from) else
-                        f' (linear beyond {args.harm_linear_from:g})')
-                     + ' of the screen error, its change, the position and the rotation '
-                     'error'),
-            'epochs_run': len(history.history['loss']),
-            'best_val_loss': float(min(history.history['val_loss'])),
-            'batch': args.batch, 'learning_rate': args.learning_rate, 'patience': args.patience,
-            'seed': args.seed,
-            'data_seconds': round(data_s, 1), 'train_seconds': round(train_s - data_s, 1),
-            'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
-        },
-    }
+    card['training'].update({
+        'epochs_run': len(history.history['loss']),
+        'best_val_loss': float(min(history.history['val_loss'])),
+        'data_seconds': round(data_s, 1), 'train_seconds': round(train_s - data_s, 1)})
+    if args.select == 'matrix':
+        card['training']['selection'] = {
+            'on': f'validation matrix ({len(work)} cells at '
+                  f'{", ".join(f"{r:g}" for r in args.select_rates)} Hz, training/matrix.py), '
+                  'after every epoch; the best scored epoch kept, early stopping '
+                  f'{args.patience} epochs after it once a model acts at run time',
+            'score': f'log geomean screen ratio + {SELECTION_HARM_WEIGHT:g} x log worst ratio '
+                     'to raw (screen, position, rotation) above 1',
+            'epoch': min(judged, key=lambda e: e['score'])['epoch'], 'epochs': judged}
+    else:
+        card['training']['selection'] = {
+            'on': 'validation loss',
+            'epoch': int(np.argmin(history.history['val_loss'])) + 1}
     export(model, out, card)
-    print(f'exported to {out}', flush=True)
+    print(f'exported epoch {card["training"]["selection"]["epoch"]} to {out}', flush=True)
     from camstab_ros.core.simulation import SCENARIOS
     n = len(SCENARIOS)  # one take per scenario, from the end of each split's range
     card['metrics'] = {
