@@ -41,6 +41,18 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
     work = [c for c in matrix.cells('validation', []) if c[2] == 25.0]
     again = train.judge([('exported', out)], work, workers=2)['exported']
     assert train.selection_score(again) == pytest.approx(best['score'], abs=1e-4)
+    if method == 'hybrid':
+        # Fine-tuning starts from the exported model: judged as epoch 0, it scores the same.
+        tuned = tmp_path / 'tuned'
+        assert train.main(['--model', method, '--out', str(tuned), '--init', str(out),
+                           '--train-takes', '6', '--val-takes', '2', '--units', '8',
+                           '--window', '64', '--batch', '8', '--epochs', '1',
+                           '--metric-seconds', '2', '--select-rates', '25']) == 0
+        first = json.loads((tuned / lstm_model.CARD_FILE).read_text())
+        judged = first['training']['selection']['epochs']
+        assert [e['epoch'] for e in judged] == [0, 1]
+        assert judged[0]['score'] == pytest.approx(best['score'], abs=1e-4)
+        assert first['features']['mean'] == card['features']['mean']
     assert set(card['metrics']) >= {'validation', 'test'}
     stage = lstm_model.kalman_params(card)
     scale = train.STAGE_PROCESS_SCALE[method]
@@ -123,6 +135,7 @@ def test_epochs_are_scored_on_the_validation_matrix_for_quality_and_harm(tmp_pat
                                                                         'whip_pan')]
     assert len(work) == 3
     figures = train.judge(candidates, work, workers=2)
+    assert set(figures) == {'passthrough', 'shipped', 'holding'}  # no oracle rows: not needed
     assert figures['passthrough']['geomean_screen'] == pytest.approx(1.0, abs=1e-3)
     assert figures['shipped']['geomean_screen'] < 0.95
     assert figures['holding']['worst_screen_rmse_px'] > 1.0
@@ -130,8 +143,11 @@ def test_epochs_are_scored_on_the_validation_matrix_for_quality_and_harm(tmp_pat
     assert scores['shipped'] < scores['passthrough'] < scores['holding']
 
 
-@pytest.mark.parametrize('argv', (['--select-rates', '30'], ['--select-rates', 'fast'],
-                                  ['--select', 'epoch'], ['--harm-linear-from', '0']))
+@pytest.mark.parametrize('argv', (
+    ['--select-rates', '30'], ['--select-rates', 'fast'], ['--select', 'epoch'],
+    ['--harm-linear-from', '0'], ['--init', '/nonexistent'],
+    ['--init', str(lstm_model.default_model_dir('hybrid')), '--units', '8'],
+    ['--init', str(lstm_model.default_model_dir('hybrid')), '--stage-process-scale', '1']))
 def test_bad_training_arguments_exit_2(argv, capsys):
     from training import train
     with pytest.raises(SystemExit) as exc:

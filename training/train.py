@@ -304,6 +304,27 @@ def judge(candidates, work, workers):
                                      references=False))
 
 
+def starting_model(directory, method, units, kalman):
+    """
+    Return the exported model `--init` starts from, with its arrays.
+
+    Raises ValueError naming the mismatch when it is not of this method, these units
+    and this Kalman stage, or does not load.
+    """
+    try:
+        model = lstm_model.load_model(directory, method)
+    except lstm_model.ModelError as exc:
+        raise ValueError(f'--init: {exc}') from None
+    if model.card['architecture']['lstm_units'] != units:
+        raise ValueError(f'--init: {directory} has LSTM units '
+                         f'{model.card["architecture"]["lstm_units"]}, not {units}')
+    if lstm_model.kalman_params(model.card) != kalman:
+        raise ValueError(f'--init: the Kalman stage of {directory} is not this run\'s')
+    with np.load(Path(directory) / model.card['weights']['file'], allow_pickle=False) as npz:
+        model.arrays = dict(npz)
+    return model
+
+
 def model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds, sizes):
     """Return the model card of a run, less the results of training (filled in after)."""
     feature_spec = learned_features.FEATURES[args.model]
@@ -400,6 +421,10 @@ def main(argv=None):
                         'judged on (default all: %(default)s)')
     parser.add_argument('--workers', type=int, default=2,
                         help='processes that run the validation matrix')
+    parser.add_argument('--init', type=Path, metavar='MODEL_DIR',
+                        help='start from this exported model of the same method, units and '
+                        'Kalman stage (fine-tuning; its normalisation is kept, and it is '
+                        'judged as epoch 0)')
     parser.add_argument('--seed', type=int, default=1)
     args = parser.parse_args(argv)
     if args.patience is None and args.select == 'matrix':
@@ -425,13 +450,22 @@ def main(argv=None):
     scale = args.stage_process_scale or STAGE_PROCESS_SCALE[args.model]
     for name in ('process_noise', 'rot_process_noise'):
         kalman[name] *= scale
+    if args.init:
+        try:
+            initial = starting_model(args.init, args.model, units, kalman)
+        except ValueError as exc:
+            parser.error(str(exc))
     train_seeds = list(TRAIN_SEEDS[:args.train_takes])
     val_seeds = list(VALIDATION_SEEDS[:args.val_takes])
     print(f'generating {len(train_seeds)} training and {len(val_seeds)} validation takes',
           flush=True)
     x, y, w, train_poses = dataset.build(args.model, train_seeds, kalman, REAL_TRAIN_TAKES)
     vx, vy, vw, val_poses = dataset.build(args.model, val_seeds, kalman, REAL_VALIDATION_TAKES)
-    mean, std = dataset.normalisation(x, w, args.model)
+    if args.init:
+        mean, std = (np.asarray(initial.card['features'][k], dtype=float)
+                     for k in ('mean', 'std'))
+    else:
+        mean, std = dataset.normalisation(x, w, args.model)
 
     # Only the features are normalised (not the hybrid's recursion inputs after them).
     measured = len(mean)
@@ -454,6 +488,13 @@ def main(argv=None):
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=1.0),
                   loss=make_loss(tf, args.model, args.jitter_weight, args.harm_weight,
                                  args.harm_linear_from))
+    if args.init:
+        for layer in exported_layers(model):
+            name = layer.name
+            layer.set_weights(
+                [initial.arrays[f'{name}/{n}'] for n in ('kernel', 'recurrent_kernel', 'bias')]
+                if name.startswith('lstm_') else
+                [initial.arrays['dense/kernel'], initial.arrays['dense/bias']])
     model.summary()
     budget_s = args.max_minutes * 60.0
     card = model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds,
@@ -480,6 +521,10 @@ def main(argv=None):
             """
 
             best, weights, wait = math.inf, None, 0
+
+            def on_train_begin(self, logs=None):
+                if args.init:  # the starting model competes as epoch 0
+                    self.on_epoch_end(-1, {'val_loss': math.nan})
 
             def on_epoch_end(self, epoch, logs=None):
                 with tempfile.TemporaryDirectory() as tmp:
