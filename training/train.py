@@ -319,7 +319,7 @@ def starting_model(directory, method, units, kalman):
         raise ValueError(f'--init: {directory} has LSTM units '
                          f'{model.card["architecture"]["lstm_units"]}, not {units}')
     if lstm_model.kalman_params(model.card) != kalman:
-        raise ValueError(f'--init: the Kalman stage of {directory} is not this run\'s')
+        raise ValueError(f"--init: the Kalman stage of {directory} is not this run's")
     with np.load(Path(directory) / model.card['weights']['file'], allow_pickle=False) as npz:
         model.arrays = dict(npz)
     return model
@@ -524,14 +524,16 @@ def main(argv=None):
 
             def on_train_begin(self, logs=None):
                 if args.init:  # the starting model competes as epoch 0
-                    self.on_epoch_end(-1, {'val_loss': math.nan})
+                    self.on_epoch_end(-1, {})
 
             def on_epoch_end(self, epoch, logs=None):
                 with tempfile.TemporaryDirectory() as tmp:
                     export(self.model, Path(tmp), dict(card))
                     f = judge([('epoch', tmp)], work, args.workers)['epoch']
                 score = selection_score(f)
-                judged.append({'epoch': epoch + 1, 'val_loss': round(float(logs['val_loss']), 4),
+                val_loss = logs.get('val_loss')  # none before training
+                judged.append({'epoch': epoch + 1,
+                               'val_loss': None if val_loss is None else round(float(val_loss), 4),
                                'geomean_screen': round(f['geomean_screen'], 4),
                                **{f'worst_{k}': round(f[f'worst_{k}'], 4)
                                   for k in matrix.RATIOS},
