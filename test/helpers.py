@@ -49,3 +49,21 @@ def modules_loaded_by(code, roots):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
+
+
+def hybrid_with_output_bias(directory, bias=None):
+    """Copy the shipped hybrid model to directory, its dense bias replaced (when given)."""
+    import json
+    import shutil
+    from camstab_ros.core import lstm_model
+    shutil.copytree(lstm_model.default_model_dir('hybrid'), directory)
+    if bias is not None:
+        weights = directory / 'weights.npz'
+        with np.load(weights) as npz:
+            arrays = dict(npz)
+        arrays['dense/bias'] = np.array(bias, dtype=np.float32)
+        np.savez(weights, **arrays)
+        card = json.loads((directory / lstm_model.CARD_FILE).read_text())
+        card['weights']['sha256'] = lstm_model.sha256_of(weights)
+        (directory / lstm_model.CARD_FILE).write_text(json.dumps(card))
+    return directory

@@ -1,6 +1,7 @@
 """The tracker matrix (training/matrix.py): its takes and its summary."""
 from camstab_ros.core.simulation import NOISE_PRESETS, simulate
 from camstab_ros.io.trajectory import read_trajectory
+from helpers import hybrid_with_output_bias
 import numpy as np
 import pytest
 from training import matrix
@@ -66,19 +67,7 @@ def test_the_validation_split_shares_no_take_with_the_test_split():
 
 def test_a_candidate_row_runs_the_model_in_its_directory(tmp_path):
     # A candidate whose network is pushed to the Kalman prediction: not the shipped model.
-    import json
-    import shutil
-    from camstab_ros.core import lstm_model
-    directory = tmp_path / 'candidate'
-    shutil.copytree(lstm_model.default_model_dir('hybrid'), directory)
-    weights = directory / 'weights.npz'
-    with np.load(weights) as npz:
-        arrays = dict(npz)
-    arrays['dense/bias'] = np.array([-20.0, 20.0, -20.0, 20.0], dtype=np.float32)
-    np.savez(weights, **arrays)
-    card = json.loads((directory / lstm_model.CARD_FILE).read_text())
-    card['weights']['sha256'] = lstm_model.sha256_of(weights)
-    (directory / lstm_model.CARD_FILE).write_text(json.dumps(card))
+    directory = hybrid_with_output_bias(tmp_path / 'candidate', [-20.0, 20.0, -20.0, 20.0])
     sim = simulate('pan', 4.0, 60.0, 5, NOISE_PRESETS['none'])
     rows = matrix.method_rows(['hybrid'], [('candidate', directory)])
     assert [r[:2] for r in rows] == [('hybrid', 'hybrid'), ('candidate', 'hybrid')]

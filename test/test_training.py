@@ -1,12 +1,12 @@
 """A tiny real tf-keras training run end to end: dataset -> fit -> export -> runtime."""
 import json
-import shutil
 
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import make_smoother
 from camstab_ros.core.metrics import error_metrics
 from camstab_ros.core.simulation import simulate, TrackerNoise
+from helpers import hybrid_with_output_bias
 import numpy as np
 import pytest
 from training import dataset
@@ -116,18 +116,7 @@ def test_epochs_are_scored_on_the_validation_matrix_for_quality_and_harm(tmp_pat
     from training import matrix, train
 
     def variant(name, bias):
-        directory = tmp_path / name
-        shutil.copytree(lstm_model.default_model_dir('hybrid'), directory)
-        if bias is not None:
-            weights = directory / 'weights.npz'
-            with np.load(weights) as npz:
-                arrays = dict(npz)
-            arrays['dense/bias'] = np.array(bias, dtype=np.float32)
-            np.savez(weights, **arrays)
-            card = json.loads((directory / lstm_model.CARD_FILE).read_text())
-            card['weights']['sha256'] = lstm_model.sha256_of(weights)
-            (directory / lstm_model.CARD_FILE).write_text(json.dumps(card))
-        return name, directory
+        return name, hybrid_with_output_bias(tmp_path / name, bias)
     candidates = [variant('passthrough', [-30.0] * 4), variant('shipped', None),
                   variant('holding', [30.0, -30.0, 30.0, -30.0])]
     work = [cell for cell in matrix.cells('validation', [])

@@ -306,7 +306,7 @@ def judge(candidates, work, workers):
 
 def starting_model(directory, method, units, kalman):
     """
-    Return the exported model `--init` starts from, with its arrays.
+    Return (card, weight arrays) of the exported model `--init` starts from.
 
     Raises ValueError naming the mismatch when it is not of this method, these units
     and this Kalman stage, or does not load.
@@ -321,8 +321,7 @@ def starting_model(directory, method, units, kalman):
     if lstm_model.kalman_params(model.card) != kalman:
         raise ValueError(f"--init: the Kalman stage of {directory} is not this run's")
     with np.load(Path(directory) / model.card['weights']['file'], allow_pickle=False) as npz:
-        model.arrays = dict(npz)
-    return model
+        return model.card, dict(npz)
 
 
 def model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds, sizes):
@@ -452,7 +451,7 @@ def main(argv=None):
         kalman[name] *= scale
     if args.init:
         try:
-            initial = starting_model(args.init, args.model, units, kalman)
+            initial_card, initial_arrays = starting_model(args.init, args.model, units, kalman)
         except ValueError as exc:
             parser.error(str(exc))
     train_seeds = list(TRAIN_SEEDS[:args.train_takes])
@@ -462,7 +461,7 @@ def main(argv=None):
     x, y, w, train_poses = dataset.build(args.model, train_seeds, kalman, REAL_TRAIN_TAKES)
     vx, vy, vw, val_poses = dataset.build(args.model, val_seeds, kalman, REAL_VALIDATION_TAKES)
     if args.init:
-        mean, std = (np.asarray(initial.card['features'][k], dtype=float)
+        mean, std = (np.asarray(initial_card['features'][k], dtype=float)
                      for k in ('mean', 'std'))
     else:
         mean, std = dataset.normalisation(x, w, args.model)
@@ -492,9 +491,9 @@ def main(argv=None):
         for layer in exported_layers(model):
             name = layer.name
             layer.set_weights(
-                [initial.arrays[f'{name}/{n}'] for n in ('kernel', 'recurrent_kernel', 'bias')]
+                [initial_arrays[f'{name}/{n}'] for n in ('kernel', 'recurrent_kernel', 'bias')]
                 if name.startswith('lstm_') else
-                [initial.arrays['dense/kernel'], initial.arrays['dense/bias']])
+                [initial_arrays['dense/kernel'], initial_arrays['dense/bias']])
     model.summary()
     budget_s = args.max_minutes * 60.0
     card = model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds,
