@@ -4,7 +4,7 @@ import json
 from camstab_ros.core import learned_features, lstm_model
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.methods import make_smoother
-from camstab_ros.core.metrics import error_metrics
+from camstab_ros.core.metrics import error_metrics, still_steps
 from camstab_ros.core.simulation import simulate, TrackerNoise
 from helpers import hybrid_with_output_bias
 import numpy as np
@@ -79,7 +79,16 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
     from training import train
     take = simulate('handheld', seconds=6.0, rate_hz=60.0, seed=4,
                     noise=TrackerNoise(pos_sigma_m=0.002, rot_sigma_deg=0.05))
-    features, error = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
+    features, loss_arrays = dataset.take_arrays('hybrid', take, train.STAGE_KALMAN)
+    error = loss_arrays[:, :6]
+    assert np.count_nonzero(loss_arrays[:, 6]) == 0  # a hand is never still
+    # The last loss column flags the steps into a frame where the true camera is still.
+    pan = simulate('pan', seconds=6.0, rate_hz=60.0, seed=4)
+    for method in ('hybrid', 'lstm'):
+        flags = dataset.take_arrays(method, pan, train.STAGE_KALMAN)[1][:, -1]
+        still = still_steps(pan.t, pan.truth_p, pan.truth_q)
+        assert flags[0] == 0.0 and np.array_equal(flags[1:], still)
+        assert 0 < np.count_nonzero(still) < len(still)
     m = train.screen_matrix()
     record = learned_features.kalman_pass(train.STAGE_KALMAN, take.t, take.noisy_p,
                                           take.noisy_q)
@@ -93,6 +102,44 @@ def test_the_training_loss_sees_the_screen_error_of_the_metrics():
         assert linear == pytest.approx(exact, rel=0.01)
     assert features.shape == (len(take.t),
                               len(learned_features.HYBRID_FEATURES) + dataset.RECURSION_COLUMNS)
+
+
+def test_the_still_term_of_the_loss_weighs_the_shake_of_holds_only():
+    # One window: an estimate that removes the measurement's shake on its second half. With
+    # those frames flagged still, the still term rewards it; with no still frame, the term
+    # is zero and the loss is the loss without it.
+    import tensorflow as tf
+    from training import train
+    rng = np.random.default_rng(3)
+    frames = 64
+    error = rng.normal(scale=1e-3, size=(1, frames, 6))
+    steady = error.copy()
+    steady[0, frames // 2:] = error[0, frames // 2]
+    offset = steady - error  # the hybrid's output: the estimate's offset from the measurement
+    flags = np.zeros((1, frames))
+    flags[0, frames // 2 + 1:] = 1.0
+
+    def loss(still_weight, still):
+        y_true = np.concatenate([error, still[..., None], np.ones((1, frames, 1))], -1)
+        value = train.make_loss(tf, 'hybrid', 0.5, still_weight=still_weight)(
+            tf.constant(y_true, tf.float32), tf.constant(offset, tf.float32))
+        return float(value)
+    assert loss(1.0, np.zeros_like(flags)) == pytest.approx(loss(0.0, np.zeros_like(flags)))
+    # On the flagged steps the estimate does not move: log(floor / raw energy), far below 0.
+    assert loss(1.0, flags) < loss(0.0, flags) - 5.0
+    assert loss(0.0, flags) == pytest.approx(loss(0.0, np.zeros_like(flags)))
+
+
+def test_the_epoch_score_rewards_less_shake_on_holds():
+    from training import train
+    figures = {'geomean_screen': 0.9, 'worst_screen_rmse_px': 0.99,
+               'worst_pos_rmse_mm': 0.99, 'worst_rot_rmse_deg': 0.99, 'geomean_still': 0.25}
+    steadier = dict(figures, geomean_still=0.125)
+    assert train.selection_score(steadier) == pytest.approx(
+        train.selection_score(figures) - train.SELECTION_STILL_WEIGHT * np.log(2.0))
+    # Cells without holds at >= 60 Hz (the tests' 25 Hz selection): no still term.
+    assert train.selection_score(dict(figures, geomean_still=float('nan'))) == pytest.approx(
+        np.log(0.9))
 
 
 @pytest.mark.parametrize('method', ('hybrid', 'lstm'))

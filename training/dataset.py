@@ -16,12 +16,14 @@ spikes, dropouts, stamp jitter, drift and FreeD quantisation in some takes.
 Each take becomes the features of the runtime (camstab_ros.core.learned_features, run
 through the model's Kalman stage), for `hybrid` followed by what its own filter's
 recursion reads (RECURSION_COLUMNS), and what the loss needs: the measurement's error in
-the body frame and, for `lstm`, where the Kalman estimate lies and the measured sigmas.
+the body frame and, for `lstm`, where the Kalman estimate lies and the measured sigmas,
+and last whether the true camera is still (metrics.still_steps) over the step into a frame.
 """
 from concurrent.futures import ProcessPoolExecutor
 import math
 
 from camstab_ros.core import learned_features as lf
+from camstab_ros.core.metrics import still_steps
 from camstab_ros.core import quaternion as quat
 from camstab_ros.core.simulation import (add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate,
                                          TrackerNoise)
@@ -116,20 +118,22 @@ def take_arrays(method, take, kalman_params):
 
     hybrid: inputs = the Kalman features and RECURSION_COLUMNS, loss = the measurement's
     error (6); lstm: inputs = its features, loss = the error, the Kalman estimate's offset
-    (learned_features.towards_kalman, 6) and the sigmas per axis (6).
+    (learned_features.towards_kalman, 6) and the sigmas per axis (6). The last loss column
+    of both is 1 where the true camera is still over the step into the frame, else 0.
     """
     p, q = take.noisy_p, quat.make_continuous(quat.normalize(take.noisy_q))
     record = lf.kalman_pass(kalman_params, take.t, p, q)
     error = lf.measurement_error(p, q, take.truth_p, take.truth_q)
+    still = np.concatenate([[0.0], still_steps(take.t, take.truth_p, take.truth_q)])[:, None]
     if method == 'hybrid':
         return np.hstack([lf.hybrid_features(record), lf.hybrid_motion(p, q, record),
                           record.innovation.reshape(-1, 6), q, record.sigma, record.passed,
-                          record.restarted]), error
+                          record.restarted]), np.hstack([error, still])
     features = lf.lstm_features(take.t, p, q, record)
     # Started frames are not moved at run time: a zero sigma there says so.
     sigma = np.repeat(record.sigma, 3, axis=1) * (features[:, -1:] == 0.0)
     towards = lf.towards_kalman(p, q, record.position, record.output_q)
-    return features, np.hstack([error, towards, sigma])
+    return features, np.hstack([error, towards, sigma, still])
 
 
 def _seed_arrays(args):
