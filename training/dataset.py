@@ -23,8 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 import math
 
 from camstab_ros.core import learned_features as lf
-from camstab_ros.core.metrics import still_steps
 from camstab_ros.core import quaternion as quat
+from camstab_ros.core.metrics import still_steps
 from camstab_ros.core.simulation import (add_tracker_noise, NOISE_PRESETS, SCENARIOS, simulate,
                                          TrackerNoise)
 import numpy as np
