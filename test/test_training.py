@@ -53,6 +53,9 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads_and_runs(method, tm
         assert [e['epoch'] for e in judged] == [0, 1] and judged[0]['val_loss'] is None
         assert judged[0]['score'] == pytest.approx(best['score'], abs=1e-4)
         assert first['features']['mean'] == card['features']['mean']
+        start = first['training']['initialised_from']  # traceable to the run it started from
+        assert start['weights_sha256'] == card['weights']['sha256']
+        assert start['training']['selection'] == card['training']['selection']
     assert set(card['metrics']) >= {'validation', 'test'}
     stage = lstm_model.kalman_params(card)
     scale = train.STAGE_PROCESS_SCALE[method]

@@ -339,6 +339,17 @@ def starting_model(directory, method, units, kalman):
         return model.card, dict(npz)
 
 
+def initialised_from(initial_card):
+    """
+    Return what a fine-tuned card keeps of the model it started from.
+
+    Its weights' sha256, date and training record: a chain of fine-tunes stays traceable to
+    its first run.
+    """
+    return {'weights_sha256': initial_card['weights']['sha256'],
+            'date': initial_card['date'], 'training': initial_card['training']}
+
+
 def model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds, sizes):
     """Return the model card of a run, less the results of training (filled in after)."""
     feature_spec = learned_features.FEATURES[args.model]
@@ -520,6 +531,8 @@ def main(argv=None):
     card = model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds,
                       {'poses': {'train': train_poses, 'validation': val_poses},
                        'windows': {'train': len(x), 'validation': len(vx)}})
+    if args.init:
+        card['training']['initialised_from'] = initialised_from(initial_card)
 
     class Budget(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
