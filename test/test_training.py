@@ -184,7 +184,7 @@ def test_epochs_are_scored_on_the_validation_matrix_for_quality_and_harm(tmp_pat
 
 @pytest.mark.parametrize('argv', (
     ['--select-rates', '30'], ['--select-rates', 'fast'], ['--select', 'epoch'],
-    ['--harm-linear-from', '0'], ['--init', '/nonexistent'],
+    ['--harm-linear-from', '0'], ['--still-weight', '-1'], ['--init', '/nonexistent'],
     ['--init', str(lstm_model.default_model_dir('hybrid')), '--units', '8'],
     ['--init', str(lstm_model.default_model_dir('hybrid')), '--stage-process-scale', '1']))
 def test_bad_training_arguments_exit_2(argv, capsys):

@@ -50,11 +50,10 @@ METRIC_RATE_HZ = 60.0
 # log excess over raw (linear beyond HARM_LINEAR_FROM) of the screen error, its change,
 # and the position and rotation errors apart (a window made worse costs far more than a
 # window made better earns, and the screen, which hardly sees position, cannot buy
-# rotation with position); plus STILL_WEIGHT of the model x the log ratio of that change
-# on the steps where the true camera is still (the shake of a hold, which the whole
-# window's change hardly weighs).
+# rotation with position); plus --still-weight (0 for the shipped models) x the log ratio
+# of that change on the steps where the true camera is still (the shake of a hold, which
+# the whole window's change hardly weighs).
 HARM_WEIGHT = 12.0
-STILL_WEIGHT = {'hybrid': 0.0, 'lstm': 0.0}
 # Per model, chosen on the validation split (docs/design/learned_filters.md): the log excess
 # beyond which the harm term grows linearly, not squared (a window that a mis-measured
 # noise makes 100x worse than raw steers the gradient no more than one 3x worse), the
@@ -426,9 +425,9 @@ def main(argv=None):
                         help='default: LEARNING_RATE of the model')
     parser.add_argument('--jitter-weight', type=float, default=0.5,
                         help='weight of the frame-to-frame error change in the loss')
-    parser.add_argument('--still-weight', type=float,
+    parser.add_argument('--still-weight', type=float, default=0.0,
                         help='weight of the frame-to-frame error change on still frames in '
-                        'the loss (default: STILL_WEIGHT of the model)')
+                        'the loss')
     parser.add_argument('--harm-weight', type=float, default=HARM_WEIGHT,
                         help='weight of the harm term (squared log excess over raw)')
     parser.add_argument('--harm-linear-from', type=float,
@@ -460,12 +459,13 @@ def main(argv=None):
     if args.patience is None and args.select == 'matrix':
         args.patience = MATRIX_PATIENCE
     for name, defaults in (('patience', PATIENCE), ('learning_rate', LEARNING_RATE),
-                           ('harm_linear_from', HARM_LINEAR_FROM),
-                           ('still_weight', STILL_WEIGHT)):
+                           ('harm_linear_from', HARM_LINEAR_FROM)):
         if getattr(args, name) is None:
             setattr(args, name, defaults[args.model])
     if not args.harm_linear_from > 0.0:
         parser.error('--harm-linear-from must be above 0')
+    if not args.still_weight >= 0.0:
+        parser.error('--still-weight must be 0 or above (below, the loss rewards shake)')
     if not set(args.select_rates) <= set(matrix.RATES_HZ):
         parser.error(f'--select-rates: the matrix has {", ".join(map(str, matrix.RATES_HZ))}')
     started = time.time()
