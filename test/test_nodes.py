@@ -522,6 +522,46 @@ def test_nodes_exit_zero_on_sigint(ros):
         assert stop(proc) == 0, f'{name}:\n{proc.log_path.read_text()}'
 
 
+# A node whose timer callback publishes after the context was shut down, as happens when
+# Ctrl-C lands while a callback is being dispatched; and one that fails while running.
+RACE_NODE = '''
+import sys
+import rclpy
+from camstab_ros.nodes.scaffolding import run_node
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+
+
+class RaceNode(Node):
+    NODE_NAME = 'shutdown_race'
+
+    def __init__(self):
+        super().__init__(self.NODE_NAME)
+        self.publisher = self.create_publisher(PoseStamped, 'race', 10)
+        self.create_timer(0.01, self.tick)
+
+    def tick(self):
+        if sys.argv[1] == 'shutdown':
+            rclpy.shutdown()  # what the SIGINT handler does, here at a known moment
+        self.publisher.publish(PoseStamped())
+        if sys.argv[1] == 'fail':
+            raise RuntimeError('a real failure')
+
+
+sys.exit(run_node(RaceNode, args=[]))
+'''
+
+
+@pytest.mark.parametrize('case, code', [('shutdown', 0), ('fail', 1)])
+def test_a_callback_caught_by_the_shutdown_still_exits_zero(ros_domain_env, case, code):
+    proc = subprocess.run([sys.executable, '-c', RACE_NODE, case], env=ros_domain_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    # The shutdown case exits quietly; a real failure still shows its traceback.
+    assert ('a real failure' in proc.stderr) == (case == 'fail')
+    assert ('Traceback' in proc.stderr) == (case == 'fail')
+
+
 @pytest.mark.parametrize('override, message', [
     ({'method': 'rts'}, 'not causal'),
     ({'kalman.process_noise': -1.0}, 'process_noise'),

@@ -44,6 +44,12 @@ def run_node(node_class, args=None):
     except CONFIG_ERRORS as exc:
         rclpy.logging.get_logger(node_class.NODE_NAME).fatal(f'cannot start: {exc}')
         return EXIT_CONFIG
+    except RuntimeError:
+        # Ctrl-C shuts the context down from the signal handler, and a callback already
+        # dispatched then publishes into it: rclpy raises RCLError ("publisher's context is
+        # invalid"). That is the shutdown, not a failure; any other error is raised.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
