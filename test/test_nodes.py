@@ -524,7 +524,7 @@ def test_nodes_exit_zero_on_sigint(ros):
 
 # A node whose timer callback publishes after the context was shut down, as happens when
 # Ctrl-C lands while a callback is being dispatched; and one that fails while running.
-RACE_NODE = '''
+RACE_NODE = """
 import sys
 import rclpy
 from camstab_ros.nodes.scaffolding import run_node
@@ -549,7 +549,7 @@ class RaceNode(Node):
 
 
 sys.exit(run_node(RaceNode, args=[]))
-'''
+"""
 
 
 @pytest.mark.parametrize('case, code', [('shutdown', 0), ('fail', 1)])
