@@ -83,7 +83,7 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     keras = pytest.importorskip('tf_keras')
     import tensorflow as tf
     from training import dataset
-    from training.train import build_keras_model, exported_layers, lstm_offset_tf
+    from training.train import build_keras_model, load_exported, lstm_offset_tf
     model = lstm_model.load_model(lstm_model.default_model_dir(method), method)
     card = model.card
     arch = card['architecture']
@@ -97,10 +97,7 @@ def test_numpy_runtime_matches_keras_within_1e4(method):
     keras_model = build_keras_model(keras, tf, method, x.shape[1], arch['lstm_units'],
                                     arch['output_size'])
     with np.load(model.path / card['weights']['file']) as npz:
-        for layer in exported_layers(keras_model):
-            names = ('kernel', 'recurrent_kernel', 'bias') if layer.name.startswith(
-                'lstm_') else ('kernel', 'bias')
-            layer.set_weights([npz[f'{layer.name}/{n}'] for n in names])
+        load_exported(keras_model, npz)
     expected = keras_model.predict(x[None].astype(np.float32), verbose=0)[0]
     if method == 'lstm':
         batched = model.network.run(x[None])[0]

@@ -244,19 +244,24 @@ def exported_layers(keras_model):
             if layer.name.startswith('lstm_') or layer.name == 'dense')
 
 
+def array_names(layer):
+    """Return the names in weights.npz of an exported layer's weights, in Keras's order."""
+    parts = ('kernel', 'recurrent_kernel', 'bias') if layer.name.startswith('lstm_') else (
+        'kernel', 'bias')
+    return [f'{layer.name}/{part}' for part in parts]
+
+
+def load_exported(keras_model, arrays):
+    """Set the exported layers' weights from arrays (weights.npz's, by array_names)."""
+    for layer in exported_layers(keras_model):
+        layer.set_weights([arrays[name] for name in array_names(layer)])
+
+
 def export(keras_model, out, card):
     """Write weights.npz and model_card.json (with the weights' sha256) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for layer in exported_layers(keras_model):
-        name = layer.name
-        if name.startswith('lstm_'):
-            kernel, recurrent, bias = layer.get_weights()
-            arrays.update({f'{name}/kernel': kernel, f'{name}/recurrent_kernel': recurrent,
-                           f'{name}/bias': bias})
-        else:
-            kernel, bias = layer.get_weights()
-            arrays.update({'dense/kernel': kernel, 'dense/bias': bias})
+    arrays = {name: value for layer in exported_layers(keras_model)
+              for name, value in zip(array_names(layer), layer.get_weights())}
     weights = out / 'weights.npz'
     np.savez_compressed(weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
     card['weights'] = {'file': weights.name, 'sha256': lstm_model.sha256_of(weights),
@@ -520,12 +525,7 @@ def main(argv=None):
                   loss=make_loss(tf, args.model, args.jitter_weight, args.harm_weight,
                                  args.harm_linear_from, args.still_weight))
     if args.init:
-        for layer in exported_layers(model):
-            name = layer.name
-            layer.set_weights(
-                [initial_arrays[f'{name}/{n}'] for n in ('kernel', 'recurrent_kernel', 'bias')]
-                if name.startswith('lstm_') else
-                [initial_arrays['dense/kernel'], initial_arrays['dense/bias']])
+        load_exported(model, initial_arrays)
     model.summary()
     budget_s = args.max_minutes * 60.0
     card = model_card(args, keras, units, mean, std, kalman, train_seeds, val_seeds,
